@@ -1,0 +1,14 @@
+//! droplet-operator: DigitalOcean droplet actions as Kubernetes resources.
+//!
+//! The crate is a library with a thin binary (`src/main.rs`). Modules:
+//! - [`crd`]: the `DropletAction` custom resource (spec, status, CEL admission rules).
+//! - [`admission`]: structural OpenAPI + CEL validation of objects against a CRD schema.
+//! - [`digitalocean`]: typed DigitalOcean API client (bodies, errors, rate-limit budget).
+//! - [`sim`]: a stateful DigitalOcean API simulator for tests, the sandbox and benchmarks.
+//! - [`kube_emu`]: an in-memory Kubernetes API server emulator on loopback.
+
+pub mod admission;
+pub mod crd;
+pub mod digitalocean;
+pub mod kube_emu;
+pub mod sim;
