@@ -381,6 +381,7 @@ pub fn conflict_message(conflicts: &[Conflict]) -> String {
 
 /// Server-side apply of `applied` over `live` by `manager`. Returns the new object (with
 /// managedFields set) or the conflicts.
+#[allow(clippy::too_many_arguments)]
 pub fn apply(
     live: &Value,
     applied: &Value,
@@ -446,10 +447,10 @@ pub fn apply(
             Scope::StatusOnly => m.retain(|k, _| k == "status" || k == "metadata"),
             Scope::All => {}
         }
-        if scope == Scope::StatusOnly {
-            if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-                meta.retain(|k, _| k == "resourceVersion");
-            }
+        if scope == Scope::StatusOnly
+            && let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.retain(|k, _| k == "resourceVersion");
         }
     }
     merge_applied(&mut new, &scoped);

@@ -11,10 +11,10 @@ pub fn to_seconds(t: &str) -> String {
 }
 
 fn mv(from: &mut Map<String, Value>, to: &mut Map<String, Value>, a: &str, b: &str) {
-    if let Some(v) = from.remove(a) {
-        if !v.is_null() {
-            to.insert(b.to_string(), v);
-        }
+    if let Some(v) = from.remove(a)
+        && !v.is_null()
+    {
+        to.insert(b.to_string(), v);
     }
 }
 
@@ -138,12 +138,10 @@ pub fn events_v1_to_core(ev: &Value) -> Value {
         .and_then(|s| s.get("component"))
         .and_then(Value::as_str)
         .is_some();
-    if !has_component {
-        if let Some(c) = controller {
-            let source = out.entry("source").or_insert_with(|| json!({}));
-            if let Some(m) = source.as_object_mut() {
-                m.insert("component".into(), json!(c));
-            }
+    if !has_component && let Some(c) = controller {
+        let source = out.entry("source").or_insert_with(|| json!({}));
+        if let Some(m) = source.as_object_mut() {
+            m.insert("component".into(), json!(c));
         }
     }
     Value::Object(out)

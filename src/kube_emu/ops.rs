@@ -206,12 +206,13 @@ impl Emu {
             obj["metadata"]["name"] = json!(name);
         }
         if res.namespaced {
-            if let Some(body_ns) = meta_str(&obj, "namespace") {
-                if !body_ns.is_empty() && body_ns != ns {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ));
-                }
+            if let Some(body_ns) = meta_str(&obj, "namespace")
+                && !body_ns.is_empty()
+                && body_ns != ns
+            {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             obj["metadata"]["namespace"] = json!(ns);
             if st.get("namespaces", "", ns).is_none() {
@@ -236,10 +237,11 @@ impl Emu {
                 m.remove("managedFields");
             }
         }
-        if res.status_subresource && res.custom {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if res.status_subresource
+            && res.custom
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         if res.plural == "namespaces" && res.group.is_empty() {
             obj["status"] = json!({"phase": "Active"});
@@ -324,12 +326,12 @@ impl Emu {
             ));
         }
         check_type(res, &body)?;
-        if let Some(n) = meta_str(&body, "name") {
-            if n != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({name})"
-                )));
-            }
+        if let Some(n) = meta_str(&body, "name")
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
         }
         let mut st = self.lock();
         let Some(old) = st.get(&res.store_key, ns, name) else {
@@ -356,6 +358,7 @@ impl Emu {
     }
 
     /// PATCH with any supported content type.
+    #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &self,
         res: &ResourceInfo,
@@ -432,7 +435,7 @@ impl Emu {
                 "PATCH /apply requests require a fieldManager",
             ));
         };
-        let applied: Value = match serde_json::from_slice(body) {
+        let mut applied: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(_) => {
                 let text =
@@ -454,6 +457,9 @@ impl Emu {
             ));
         }
         check_type(res, &applied)?;
+        if !applied.get("metadata").is_some_and(Value::is_object) {
+            applied["metadata"] = json!({});
+        }
         match meta_str(&applied, "name") {
             Some(n) if n == name => {}
             Some(n) => {
@@ -462,17 +468,17 @@ impl Emu {
                 )));
             }
             None => {
-                return Err(ApiError::bad_request(
-                    "metadata.name must be set in an apply configuration",
-                ));
+                applied["metadata"]["name"] = json!(name);
             }
         }
-        if let Some(body_ns) = meta_str(&applied, "namespace") {
-            if res.namespaced && !body_ns.is_empty() && body_ns != ns {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
+        if let Some(body_ns) = meta_str(&applied, "namespace")
+            && res.namespaced
+            && !body_ns.is_empty()
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         let mut st = self.lock();
         let sub = opts.subresource.clone().unwrap_or_default();
@@ -525,10 +531,11 @@ impl Emu {
         let old_rv = meta_str(&old, "resourceVersion")
             .unwrap_or_default()
             .to_string();
-        if let Some(rv) = meta_str(&new, "resourceVersion") {
-            if !rv.is_empty() && rv != old_rv {
-                return Err(ApiError::conflict(res, name));
-            }
+        if let Some(rv) = meta_str(&new, "resourceVersion")
+            && !rv.is_empty()
+            && rv != old_rv
+        {
+            return Err(ApiError::conflict(res, name));
         }
         if !new.get("metadata").is_some_and(Value::is_object) {
             new["metadata"] = json!({});
@@ -676,29 +683,29 @@ impl Emu {
         let Some(old) = st.get(&res.store_key, ns, name) else {
             return Err(ApiError::not_found(res, name));
         };
-        if let Some(uid) = preconditions.get("uid").and_then(Value::as_str) {
-            if meta_str(&old, "uid") != Some(uid) {
-                return Err(ApiError::conflict_msg(
-                    res,
-                    name,
-                    &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        meta_str(&old, "uid").unwrap_or_default()
-                    ),
-                ));
-            }
+        if let Some(uid) = preconditions.get("uid").and_then(Value::as_str)
+            && meta_str(&old, "uid") != Some(uid)
+        {
+            return Err(ApiError::conflict_msg(
+                res,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid").unwrap_or_default()
+                ),
+            ));
         }
-        if let Some(rv) = preconditions.get("resourceVersion").and_then(Value::as_str) {
-            if meta_str(&old, "resourceVersion") != Some(rv) {
-                return Err(ApiError::conflict_msg(
-                    res,
-                    name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        meta_str(&old, "resourceVersion").unwrap_or_default()
-                    ),
-                ));
-            }
+        if let Some(rv) = preconditions.get("resourceVersion").and_then(Value::as_str)
+            && meta_str(&old, "resourceVersion") != Some(rv)
+        {
+            return Err(ApiError::conflict_msg(
+                res,
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&old, "resourceVersion").unwrap_or_default()
+                ),
+            ));
         }
         let mut obj = (*old).clone();
         let has_finalizers = obj
@@ -797,13 +804,13 @@ impl Emu {
             if !q.fields.is_empty() && !q.fields.matches(&view) {
                 continue;
             }
-            if let Some(l) = limit {
-                if items.len() == l {
-                    if let Some(k) = &last_key {
-                        cont = Some(encode_continue(list_rv, k));
-                    }
-                    break;
+            if let Some(l) = limit
+                && items.len() == l
+            {
+                if let Some(k) = &last_key {
+                    cont = Some(encode_continue(list_rv, k));
                 }
+                break;
             }
             items.push(view);
             last_key = Some(key.clone());
@@ -834,7 +841,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -872,24 +879,26 @@ fn unsupported_patch() -> ApiError {
 }
 
 fn check_type(res: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
-    if let Some(k) = obj.get("kind").and_then(Value::as_str) {
-        if !k.is_empty() && k != res.kind {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({}) does not match the expected API version ({})",
-                obj.get("apiVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                res.api_version()
-            )));
-        }
+    if let Some(k) = obj.get("kind").and_then(Value::as_str)
+        && !k.is_empty()
+        && k != res.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({}) does not match the expected API version ({})",
+            obj.get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            res.api_version()
+        )));
     }
-    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
-        if !av.is_empty() && av != res.api_version() {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({})",
-                res.api_version()
-            )));
-        }
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+        && !av.is_empty()
+        && av != res.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            res.api_version()
+        )));
     }
     Ok(())
 }

@@ -290,10 +290,10 @@ fn route(
         _ => "unknown",
     }
     .to_string();
-    if let Some(s) = &sub {
-        if s != "status" || !res.status_subresource {
-            return error_response(&ApiError::path_not_found());
-        }
+    if let Some(s) = &sub
+        && (s != "status" || !res.status_subresource)
+    {
+        return error_response(&ApiError::path_not_found());
     }
     if res.namespaced && name.is_some() && ns.is_none() {
         return error_response(&ApiError::path_not_found());
@@ -445,9 +445,9 @@ fn route(
             let rv = emu.lock().rv;
             Ok(render_list(&res, deleted, rv, None, As::Object, None))
         }
-        _ => Err(ApiError::method_not_allowed(format!(
-            "the server does not allow this method on the requested resource"
-        ))),
+        _ => Err(ApiError::method_not_allowed(
+            "the server does not allow this method on the requested resource".to_string(),
+        )),
     })();
     let _ = headers;
     match result {

@@ -179,10 +179,10 @@ impl StoreInner {
 
     fn record(&mut self, change: Change) {
         let change = Arc::new(change);
-        if self.history.len() >= self.history_cap {
-            if let Some(old) = self.history.pop_front() {
-                self.history_floor = old.rv;
-            }
+        if self.history.len() >= self.history_cap
+            && let Some(old) = self.history.pop_front()
+        {
+            self.history_floor = old.rv;
         }
         self.history.push_back(change.clone());
         let _ = self.tx.send(change);

@@ -146,7 +146,7 @@ pub fn json_path<'a>(obj: &'a Value, path: &str) -> Vec<&'a Value> {
                     .flatten()
                     .filter(|item| match item.get(k) {
                         Some(Value::String(s)) => s == v,
-                        Some(other) => other.to_string() == v,
+                        Some(other) => *other == v,
                         None => false,
                     })
                     .collect();

@@ -44,14 +44,13 @@ struct Filter {
 
 impl Filter {
     fn matches(&self, stored: &Value) -> Option<Value> {
-        if let Some(ns) = &self.ns {
-            if stored
+        if let Some(ns) = &self.ns
+            && stored
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 != Some(ns.as_str())
-            {
-                return None;
-            }
+        {
+            return None;
         }
         if !self.labels.is_empty() && !self.labels.matches(stored) {
             return None;
@@ -213,10 +212,10 @@ pub fn start(
         }
         for c in replay {
             last_rv = last_rv.max(c.rv);
-            if let Some((k, v)) = filter.event(&c) {
-                if tx.send(line(k, filter.render(&v))).await.is_err() {
-                    return;
-                }
+            if let Some((k, v)) = filter.event(&c)
+                && tx.send(line(k, filter.render(&v))).await.is_err()
+            {
+                return;
             }
         }
         let mut ticker = tokio::time::interval(bookmark_every.max(Duration::from_millis(10)));
@@ -232,11 +231,10 @@ pub fn start(
                         if &*c.store_key != filter.res.store_key.as_str() {
                             continue;
                         }
-                        if let Some((k, v)) = filter.event(&c) {
-                            if tx.send(line(k, filter.render(&v))).await.is_err() {
+                        if let Some((k, v)) = filter.event(&c)
+                            && tx.send(line(k, filter.render(&v))).await.is_err() {
                                 return;
                             }
-                        }
                     }
                     Err(RecvError::Lagged(_)) => {
                         let e = ApiError::expired(format!("too old resource version: {last_rv}"));
@@ -277,11 +275,10 @@ pub fn start(
                         if &*c.store_key != filter.res.store_key.as_str() {
                             continue;
                         }
-                        if let Some((k, v)) = filter.event(&c) {
-                            if tx.send(line(k, filter.render(&v))).await.is_err() {
+                        if let Some((k, v)) = filter.event(&c)
+                            && tx.send(line(k, filter.render(&v))).await.is_err() {
                                 return;
                             }
-                        }
                     }
                     last_rv = last_rv.max(current);
                     if tx.send(line("BOOKMARK", filter.bookmark(current, false))).await.is_err() {
