@@ -16,6 +16,33 @@ pub fn hash(v: &Value) -> String {
     format!("{h:016X}")
 }
 
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
+fn object_meta() -> Value {
+    let string = |d: &str| json!({"type": "string", "description": d});
+    let map = |d: &str| json!({"type": "object", "additionalProperties": {"type": "string", "default": ""}, "description": d});
+    json!({
+        "type": "object",
+        "description": "ObjectMeta is metadata that all persisted resources must have, which includes all objects users must create.",
+        "properties": {
+            "name": string("Name must be unique within a namespace. Cannot be updated."),
+            "generateName": string("GenerateName is an optional prefix, used by the server, to generate a unique name ONLY IF the Name field has not been provided."),
+            "namespace": string("Namespace defines the space within which each name must be unique."),
+            "uid": string("UID is the unique in time and space value for this object. Populated by the system. Read-only."),
+            "resourceVersion": string("An opaque value that represents the internal version of this object. Populated by the system. Read-only."),
+            "generation": {"type": "integer", "format": "int64", "description": "A sequence number representing a specific generation of the desired state. Populated by the system. Read-only."},
+            "creationTimestamp": {"type": "string", "format": "date-time", "description": "CreationTimestamp is a timestamp representing the server time when this object was created. Populated by the system. Read-only."},
+            "deletionTimestamp": {"type": "string", "format": "date-time", "description": "DeletionTimestamp is RFC 3339 date and time at which this resource will be deleted. Populated by the system when a graceful deletion is requested. Read-only."},
+            "deletionGracePeriodSeconds": {"type": "integer", "format": "int64", "description": "Number of seconds allowed for this object to gracefully terminate. Read-only."},
+            "labels": map("Map of string keys and values that can be used to organize and categorize (scope and select) objects."),
+            "annotations": map("Annotations is an unstructured key value map stored with a resource that may be set by external tools to store and retrieve arbitrary metadata."),
+            "finalizers": {"type": "array", "items": {"type": "string", "default": ""}, "x-kubernetes-list-type": "set", "description": "Must be empty before the object is deleted from the registry."},
+            "ownerReferences": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["uid"], "description": "List of objects depended by this object."},
+            "managedFields": {"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}, "description": "ManagedFields maps workflow-id and version to the set of fields that are managed by that workflow."},
+        },
+    })
+}
+
 /// `api/v1` or `apis/<g>/<v>`.
 pub fn gv_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -113,9 +140,11 @@ fn op(
         "x-kubernetes-group-version-kind": gvk(r),
     });
     if body {
+        // No strategic-merge-patch+json: kubectl then computes a JSON merge patch for custom
+        // resources (like against a real server) and uses its built-in types for core kinds.
         let content = if action == "patch" {
             let s = json!({"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}});
-            json!({"application/apply-patch+yaml": s, "application/json-patch+json": s, "application/merge-patch+json": s, "application/strategic-merge-patch+json": s})
+            json!({"application/apply-patch+yaml": s, "application/json-patch+json": s, "application/merge-patch+json": s})
         } else {
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}})
         };
@@ -142,7 +171,7 @@ fn with_standard_fields(schema: Option<&Value>, r: &ResourceInfo) -> Value {
     if let Some(p) = props.as_object_mut() {
         p.entry("apiVersion").or_insert_with(|| json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"}));
         p.entry("kind").or_insert_with(|| json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"}));
-        p.insert("metadata".into(), json!({"type": "object", "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", "x-kubernetes-preserve-unknown-fields": true}));
+        p.insert("metadata".into(), json!({"allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}], "default": {}, "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"}));
     }
     s["x-kubernetes-group-version-kind"] = json!([gvk(r)]);
     s
@@ -152,6 +181,7 @@ fn with_standard_fields(schema: Option<&Value>, r: &ResourceInfo) -> Value {
 pub fn document(reg: &Registry, group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
+    schemas.insert(OBJECT_META.into(), object_meta());
     schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(), json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}));
     let base = format!("/{}", gv_path(group, version));
     for r in reg.in_group_version(group, version) {
