@@ -44,6 +44,7 @@ pub mod events;
 pub mod kubeconfig;
 pub mod openapi;
 pub mod ops;
+pub mod protobuf;
 pub mod resource;
 pub mod selector;
 pub mod server;

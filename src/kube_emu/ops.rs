@@ -113,6 +113,30 @@ fn without_times(v: &Value) -> Value {
     v
 }
 
+/// What the real server does for built-in kinds on every write: Secret `stringData` is folded into
+/// `data` and `type` defaults to `Opaque`.
+fn normalize_builtin(res: &ResourceInfo, obj: &mut Value) {
+    if res.custom || !res.group.is_empty() || res.plural != "secrets" {
+        return;
+    }
+    if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in sd {
+            let text = v.as_str().unwrap_or_default().to_string();
+            obj["data"][k] = json!(super::protobuf::base64(text.as_bytes()));
+        }
+    }
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        obj["type"] = json!("Opaque");
+    }
+}
+
 const GENERATE_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 fn parse_rv(s: &str) -> Option<u64> {
@@ -251,6 +275,7 @@ impl Emu {
         if st.get(&res.store_key, ns, &name).is_some() {
             return Err(ApiError::already_exists(res, &name));
         }
+        normalize_builtin(res, &mut obj);
         let ts = now();
         let scope = scope_of(res, None);
         match managed {
@@ -565,6 +590,7 @@ impl Emu {
                 }
             }
         }
+        normalize_builtin(res, &mut new);
         let sub = opts.subresource.as_deref();
         if sub == Some("status") && !res.status_subresource {
             return Err(ApiError::not_found(res, name));

@@ -157,6 +157,10 @@ impl Registry {
         let mut ns =
             ResourceInfo::builtin("", "namespaces", "namespace", "Namespace", false, &["ns"]);
         ns.status_subresource = true;
+        ns.printer_columns = vec![
+            col("Status", "string", ".status.phase"),
+            col("Age", "date", ".metadata.creationTimestamp"),
+        ];
         reg.add(ns);
         let mut secret = ResourceInfo::builtin("", "secrets", "secret", "Secret", true, &[]);
         secret.printer_columns = vec![

@@ -471,6 +471,13 @@ fn openapi_doc(emu: &Emu, g: &str, v: &str) -> Response {
 }
 
 fn parse_body(body: &[u8], ct: &str) -> Result<Value, ApiError> {
+    if ct.starts_with(super::protobuf::CONTENT_TYPE) {
+        return super::protobuf::decode(body).ok_or_else(|| {
+            ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (protobuf only for v1 Secrets, ConfigMaps and Namespaces, got {ct})"
+            ))
+        });
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         return serde_saphyr::from_str(text)
