@@ -1090,3 +1090,97 @@ async fn discovery_tables_and_metadata_views() {
     );
     emu.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_manager_leader_election_is_exclusive() {
+    use kube_lease_manager::LeaseManagerBuilder;
+    let (emu, client) = start().await;
+    let build = |id: &str| {
+        LeaseManagerBuilder::new(client.clone(), "leader")
+            .with_namespace("default")
+            .with_identity(id)
+            .with_duration(2)
+            .with_grace(1)
+            .build()
+    };
+    let (mut rx_a, task_a) = build("a").await.unwrap().watch().await;
+    tokio::time::timeout(Duration::from_secs(5), rx_a.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    let (rx_b, task_b) = build("b").await.unwrap().watch().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(*rx_a.borrow(), "a keeps the lease by renewing it");
+    assert!(!*rx_b.borrow(), "b must not acquire a held lease");
+    drop(rx_a); // a releases the lease
+    task_a.await.unwrap().unwrap();
+    let mut rx_b = rx_b;
+    tokio::time::timeout(Duration::from_secs(8), rx_b.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(rx_b);
+    task_b.await.unwrap().unwrap();
+    let reqs = emu.requests();
+    assert!(reqs.iter().any(|r| r.resource.as_deref() == Some("leases")
+        && r.content_type.starts_with("application/apply-patch")));
+    assert!(reqs.iter().any(|r| {
+        r.resource.as_deref() == Some("leases")
+            && r.content_type
+                .starts_with("application/strategic-merge-patch")
+    }));
+    emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Scale check (run with `--ignored --nocapture`): 10,000 objects through create, list, paged list
+/// and status apply.
+#[ignore]
+async fn perf_10k_objects() {
+    let (emu, client) = start().await;
+    let api: Api<Widget> = Api::default_namespaced(client.clone());
+    let t = std::time::Instant::now();
+    futures::stream::iter(0..10_000)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &widget(&format!("w{i:05}"), "t"))
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(32)
+        .for_each(|_| async {})
+        .await;
+    eprintln!("create 10k: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let all = api.list(&ListParams::default()).await.unwrap();
+    eprintln!("list 10k: {:?} {}", t.elapsed(), all.items.len());
+    let t = std::time::Instant::now();
+    let mut n = 0;
+    let mut tok: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(500);
+        if let Some(c) = &tok {
+            lp = lp.continue_token(c);
+        }
+        let p = api.list(&lp).await.unwrap();
+        n += p.items.len();
+        tok = p.metadata.continue_.filter(|c| !c.is_empty());
+        if tok.is_none() {
+            break;
+        }
+    }
+    eprintln!("paged list 10k: {:?} {n}", t.elapsed());
+    let t = std::time::Instant::now();
+    futures::stream::iter(0..10_000)
+        .map(|i| {
+            let api = api.clone();
+            async move { api.patch_status(&format!("w{i:05}"), &PatchParams::apply("x").force(), &Patch::Apply(json!({"apiVersion":"example.dev/v1","kind":"Widget","status":{"phase":"Done"}}))).await.unwrap() }
+        })
+        .buffer_unordered(32)
+        .for_each(|_| async {})
+        .await;
+    eprintln!("status apply 10k: {:?}", t.elapsed());
+    eprintln!("objects {}", emu.object_count());
+}
