@@ -551,6 +551,9 @@ pub struct PendingInitiation {
     /// True once the request may have reached DigitalOcean (it was sent, or the outcome is unknown).
     #[serde(default)]
     pub sent: bool,
+    /// The droplets the request may act on (for tagName: the droplets that had the tag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub droplet_ids: Vec<i64>,
 }
 
 /// Backoff state for transient failures.
