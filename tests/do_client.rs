@@ -1003,6 +1003,23 @@ async fn invalid_requests_are_not_sent() {
     assert_eq!(c.request_count(), 0);
 }
 
+#[tokio::test]
+async fn unusable_tokens_are_never_sent() {
+    let server = MockServer::start().await;
+    let c = client(&server);
+    for bad in [Token::new("  \n"), Token::new("dop_v1_abc\ndef")] {
+        let e = c.get_droplet(&bad, 1).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthorized);
+        assert!(!e.to_string().contains("abc"), "{e}");
+        let e = c
+            .post_droplet_action(&bad, 1, &ActionRequest::PowerOn)
+            .await
+            .unwrap_err();
+        assert_eq!(e.applied, Applied::NotApplied);
+    }
+    assert_eq!(c.request_count(), 0);
+}
+
 // ---------------------------------------------------------------------------------
 // Rate budget
 // ---------------------------------------------------------------------------------

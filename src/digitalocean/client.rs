@@ -371,13 +371,25 @@ impl DoClient {
         }
     }
 
-    /// Waits for a slot in the token's budget, or fails with `RateLimited` when the wait
-    /// would exceed `max_budget_wait`.
-    async fn reserve(&self, token: &Token, route: &'static str) -> Result<(), DoError> {
+    /// Checks the token can be sent, then waits for a slot in the token's budget, or
+    /// fails with `RateLimited` when the wait would exceed `max_budget_wait`. Returns
+    /// the `Authorization` header (marked sensitive, so it never shows in Debug).
+    async fn reserve(&self, token: &Token, route: &'static str) -> Result<HeaderValue, DoError> {
         let fp = token.fingerprint();
+        let mut auth = match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
+            Ok(v) if !token.is_empty() => v,
+            _ => {
+                return Err(DoError::new(
+                    ErrorKind::Unauthorized,
+                    "the token is empty or has characters not allowed in an HTTP header; request not sent",
+                    token.expose(),
+                ));
+            }
+        };
+        auth.set_sensitive(true);
         loop {
             match self.inner.budget.try_acquire(&fp) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(auth),
                 Err(wait) if wait > self.inner.cfg.max_budget_wait => {
                     tracing::debug!(route, token = %fp, wait_ms = wait.as_millis() as u64, "rate budget exhausted");
                     self.observe(route, "error", token);
@@ -400,14 +412,12 @@ impl DoClient {
     async fn send(
         &self,
         token: &Token,
+        auth: HeaderValue,
         route: &'static str,
         method: Method,
         url: Url,
         body: Option<&serde_json::Value>,
     ) -> Result<Raw, reqwest::Error> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-            .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid-token"));
-        auth.set_sensitive(true);
         let mut req = self
             .inner
             .http
@@ -496,9 +506,9 @@ impl DoClient {
         loop {
             attempt += 1;
             let last = attempt >= policy.max_attempts;
-            self.reserve(token, route).await?;
+            let auth = self.reserve(token, route).await?;
             let err = match self
-                .send(token, route, Method::GET, url.clone(), None)
+                .send(token, auth, route, Method::GET, url.clone(), None)
                 .await
             {
                 Ok(raw) if (200..300).contains(&raw.status) => match raw.body {
@@ -605,11 +615,12 @@ impl DoClient {
         loop {
             attempt += 1;
             let last = attempt >= policy.max_attempts;
-            self.reserve(token, route)
+            let auth = self
+                .reserve(token, route)
                 .await
                 .map_err(PostError::not_applied)?;
             match self
-                .send(token, route, Method::POST, url.clone(), Some(body))
+                .send(token, auth, route, Method::POST, url.clone(), Some(body))
                 .await
             {
                 Ok(raw) if (200..300).contains(&raw.status) => match raw.body {

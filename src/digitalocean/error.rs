@@ -150,6 +150,27 @@ impl DoError {
         }
     }
 
+    /// Builds an error from its parts, for fakes and simulators in tests of callers.
+    /// Bearer-looking strings in `message` are still redacted.
+    pub fn from_parts(
+        kind: ErrorKind,
+        http_status: Option<u16>,
+        api_id: Option<&str>,
+        message: &str,
+        request_id: Option<&str>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        Self {
+            kind,
+            status: http_status,
+            api_id: api_id.map(str::to_string),
+            message: scrub(message, ""),
+            request_id: request_id.map(str::to_string),
+            retry_after,
+            scope_hint: None,
+        }
+    }
+
     pub(crate) fn with_retry_after(mut self, d: Option<Duration>) -> Self {
         self.retry_after = d;
         self
@@ -266,6 +287,11 @@ pub struct PostError {
 }
 
 impl PostError {
+    /// Pairs an error with what it means for the action.
+    pub fn new(error: DoError, applied: Applied) -> Self {
+        Self { error, applied }
+    }
+
     pub(crate) fn not_applied(error: DoError) -> Self {
         Self {
             error,
