@@ -9,6 +9,24 @@
 //! - [`ratelimit`]: the per-token [`RateBudget`] shared by all reconciles.
 //! - [`client`]: [`DoClient`]. POSTs are never re-sent unless certainly not applied;
 //!   GETs retry transient failures with jittered backoff (see the module docs).
+//!
+//! ```no_run
+//! use droplet_operator::digitalocean::{ActionRequest, Applied, ClientConfig, DoClient, Token};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = DoClient::new(ClientConfig::default())?;
+//! let token = Token::new(std::env::var("DIGITALOCEAN_TOKEN")?);
+//! match client.post_droplet_action(&token, 3164444, &ActionRequest::PowerOff).await {
+//!     Ok(action) => println!("started action {}", action.id),
+//!     // Certainly not started: safe to try again later.
+//!     Err(e) if e.applied == Applied::NotApplied => println!("not started: {}", e.error.reason()),
+//!     // May have started: list the droplet's actions before sending it again.
+//!     Err(e) => println!("unknown outcome: {e}"),
+//! }
+//! println!("budget left this hour: {}", client.budget(&token).remaining_hour);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod error;
