@@ -722,12 +722,15 @@ async fn decode_error_for_unparseable_success_body() {
     assert_eq!(e.applied, Applied::Ambiguous);
 }
 
+/// A port nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 #[tokio::test]
 async fn transport_error_when_nothing_listens() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let c = DoClient::new(config(&format!("http://127.0.0.1:{port}"))).unwrap();
     let e = c.get_droplet(&token(), 1).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transport);
@@ -1225,7 +1228,7 @@ async fn one_error_of_each_kind() -> Vec<(ErrorKind, String, String)> {
         errors.push(c.get_droplet(&t, i as i64).await.unwrap_err());
     }
     errors.push(c.get_droplet(&t, 100).await.unwrap_err());
-    let refused = DoClient::new(config("http://127.0.0.1:9")).unwrap();
+    let refused = DoClient::new(config(&format!("http://127.0.0.1:{}", free_port()))).unwrap();
     errors.push(refused.get_droplet(&t, 1).await.unwrap_err());
     let post = c
         .post_droplet_action(&t, 0, &ActionRequest::PowerOn)
