@@ -170,3 +170,9 @@ impl Metrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+impl crate::digitalocean::RequestObserver for Metrics {
+    fn on_response(&self, route: &'static str, status_class: &'static str, budget: &BudgetSnapshot) {
+        self.do_request(route, status_class, budget);
+    }
+}

@@ -133,6 +133,8 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     let name = obj.name_any();
     let api: Api<DropletAction> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut obj = (*obj).clone();
+    // The spec is immutable (admission enforces it), so one copy serves every step.
+    let spec = obj.spec.clone();
     let generation = obj.metadata.generation.unwrap_or(1);
     let was_terminal = obj.phase().is_terminal();
     let mut tracked = false;
@@ -160,7 +162,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         let gate = if status.actions.is_empty() { ordering::gate(&obj, &all_known(&ctx)) } else { Gate::Free };
         let budget = token.as_ref().map(|t| budget_factor(&ctx.do_client.budget(t))).unwrap_or(1.0);
         let input = Input {
-            spec: &obj.spec,
+            spec: &spec,
             status: &status,
             generation,
             now: Timestamp::now(),
