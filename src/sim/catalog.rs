@@ -83,7 +83,9 @@ pub const DISTRO_IMAGES: &[(i64, &str, &str, &str)] = &[
     (160_000_005, "rockylinux-9-x64", "Rocky Linux", "9 x64"),
 ];
 
-pub fn distro_by_slug(slug: &str) -> Option<&'static (i64, &'static str, &'static str, &'static str)> {
+pub fn distro_by_slug(
+    slug: &str,
+) -> Option<&'static (i64, &'static str, &'static str, &'static str)> {
     DISTRO_IMAGES.iter().find(|d| d.1 == slug)
 }
 
@@ -93,9 +95,21 @@ pub fn distro_by_id(id: i64) -> Option<&'static (i64, &'static str, &'static str
 
 /// Kernels available to droplets with an externally managed kernel: (id, name, version).
 pub const KERNELS: &[(i64, &str, &str)] = &[
-    (8611, "Ubuntu 14.04 x64 vmlinuz-3.13.0-24-generic", "3.13.0-24-generic"),
-    (8612, "Ubuntu 14.04 x64 vmlinuz-3.13.0-32-generic", "3.13.0-32-generic"),
-    (8613, "Ubuntu 14.04 x64 vmlinuz-3.13.0-37-generic", "3.13.0-37-generic"),
+    (
+        8611,
+        "Ubuntu 14.04 x64 vmlinuz-3.13.0-24-generic",
+        "3.13.0-24-generic",
+    ),
+    (
+        8612,
+        "Ubuntu 14.04 x64 vmlinuz-3.13.0-32-generic",
+        "3.13.0-32-generic",
+    ),
+    (
+        8613,
+        "Ubuntu 14.04 x64 vmlinuz-3.13.0-37-generic",
+        "3.13.0-37-generic",
+    ),
 ];
 
 pub fn kernel_by_id(id: i64) -> Option<&'static (i64, &'static str, &'static str)> {

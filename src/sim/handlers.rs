@@ -29,7 +29,11 @@ pub const MAX_PER_PAGE: usize = 200;
 
 fn parse_query(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -155,17 +159,25 @@ pub async fn list_droplets(
     if tag.is_some() {
         ctx.require(&["tag:read"])?;
         if name.is_some() {
-            return Err(ApiError::unprocessable("tag_name cannot be combined with name"));
+            return Err(ApiError::unprocessable(
+                "tag_name cannot be combined with name",
+            ));
         }
     }
     let g = sh.lock();
     let st = &g.state;
     let (items, total) = match (tag, name) {
-        (Some(tag), _) => (st.tagged_page(tag, p.offset(), p.per_page), st.tagged_count(tag)),
+        (Some(tag), _) => (
+            st.tagged_page(tag, p.offset(), p.per_page),
+            st.tagged_count(tag),
+        ),
         (None, Some(name)) => {
             let all = st.droplets_named(name);
             let total = all.len();
-            (all.into_iter().skip(p.offset()).take(p.per_page).collect(), total)
+            (
+                all.into_iter().skip(p.offset()).take(p.per_page).collect(),
+                total,
+            )
         }
         (None, None) => (st.droplets_page(p.offset(), p.per_page), st.droplet_count()),
     };
@@ -200,7 +212,14 @@ pub async fn post_action(
     let will_error = g.faults.action_errors(id, &req.type_);
     let action = g
         .state
-        .create_action(id, req, Initiation::Single, will_error, Some(ctx.seq), Instant::now())
+        .create_action(
+            id,
+            req,
+            Initiation::Single,
+            will_error,
+            Some(ctx.seq),
+            Instant::now(),
+        )
         .ok_or_else(ApiError::not_found)?;
     drop(g);
     ctx.note_applied(id, action.id);
@@ -244,9 +263,9 @@ pub async fn post_by_tag(
     for id in ids {
         let will_error = g.faults.action_errors(id, &req.type_);
         let initiated = Initiation::ByTag { tag: tag.clone() };
-        if let Some(a) = g
-            .state
-            .create_action(id, req.clone(), initiated, will_error, Some(ctx.seq), now)
+        if let Some(a) =
+            g.state
+                .create_action(id, req.clone(), initiated, will_error, Some(ctx.seq), now)
         {
             ctx.note_applied(id, a.id);
             actions.push(wire::Action::from(&a));
@@ -350,7 +369,11 @@ async fn list_images(
     let p = page_params(&q)?;
     let g = sh.lock();
     let d = g.state.droplet(id).ok_or_else(ApiError::not_found)?;
-    let ids = if snapshots { &d.snapshot_ids } else { &d.backup_ids };
+    let ids = if snapshots {
+        &d.snapshot_ids
+    } else {
+        &d.backup_ids
+    };
     let total = ids.len();
     let items: Vec<_> = ids
         .iter()

@@ -148,7 +148,10 @@ impl Simulator {
             let stop = async move {
                 let _ = shutdown_rx.wait_for(|stop| *stop).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+            {
                 tracing::warn!("DigitalOcean simulator stopped: {e}");
             }
         });
@@ -220,7 +223,8 @@ impl SimHandle {
 
     /// Adds (or replaces, with an explicit id) a droplet; returns its id.
     pub fn add_droplet(&self, d: SimDropletSeed) -> i64 {
-        let created = Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
+        let created =
+            Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH);
         self.shared.lock().state.add_droplet(d, created)
     }
 
@@ -241,7 +245,14 @@ impl SimHandle {
         };
         let will_error = g.faults.action_errors(droplet_id, type_);
         g.state
-            .create_action(droplet_id, req, Initiation::External, will_error, None, Instant::now())
+            .create_action(
+                droplet_id,
+                req,
+                Initiation::External,
+                will_error,
+                None,
+                Instant::now(),
+            )
             .map_or(0, |a| a.id)
     }
 
@@ -253,12 +264,15 @@ impl SimHandle {
     /// The largest number of `/v2` requests that arrived within any sliding
     /// `window` (for checking client-side rate limiting in benchmarks).
     pub fn max_requests_in_window(&self, window: Duration) -> u64 {
+        if window.is_zero() {
+            return 0;
+        }
         let mut times: Vec<Instant> = self.shared.lock().log.iter().filter_map(|r| r.at).collect();
         times.sort_unstable();
         let mut best = 0usize;
         let mut lo = 0usize;
         for hi in 0..times.len() {
-            while times[hi].duration_since(times[lo]) >= window {
+            while lo < hi && times[hi].duration_since(times[lo]) >= window {
                 lo += 1;
             }
             best = best.max(hi - lo + 1);

@@ -31,10 +31,18 @@ struct Windows {
 
 impl Windows {
     fn expire(&mut self, now: Instant) {
-        while self.minute.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+        while self
+            .minute
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+        {
             self.minute.pop_front();
         }
-        while self.hour.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
+        while self
+            .hour
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= HOUR)
+        {
             self.hour.pop_front();
         }
     }
@@ -65,9 +73,9 @@ impl RateLimiter {
     fn headers(&self, w: &Windows, now: Instant, wall_now: i64) -> RateHeaders {
         let limit = u64::from(self.per_hour.or(self.per_minute).unwrap_or(5000));
         let hour_left = limit.saturating_sub(w.hour.len() as u64);
-        let minute_left = self
-            .per_minute
-            .map_or(u64::MAX, |m| u64::from(m).saturating_sub(w.minute.len() as u64));
+        let minute_left = self.per_minute.map_or(u64::MAX, |m| {
+            u64::from(m).saturating_sub(w.minute.len() as u64)
+        });
         let reset_in = secs_until(now, w.hour.front(), HOUR);
         RateHeaders {
             limit,
@@ -77,7 +85,12 @@ impl RateLimiter {
     }
 
     /// Counts a request of `token` at `now`, or refuses it (not counted).
-    pub fn check(&mut self, token: &str, now: Instant, wall_now: i64) -> Result<RateHeaders, Limited> {
+    pub fn check(
+        &mut self,
+        token: &str,
+        now: Instant,
+        wall_now: i64,
+    ) -> Result<RateHeaders, Limited> {
         let (per_minute, per_hour) = (self.per_minute, self.per_hour);
         let mut w = self.windows.remove(token).unwrap_or_default();
         w.expire(now);
@@ -123,10 +136,14 @@ mod tests {
         let mut rl = RateLimiter::new(Some(3), Some(100));
         let t0 = Instant::now();
         for i in 0..3 {
-            let h = rl.check("t", t0 + Duration::from_secs(i), 1000).expect("allowed");
+            let h = rl
+                .check("t", t0 + Duration::from_secs(i), 1000)
+                .expect("allowed");
             assert_eq!(h.limit, 100);
         }
-        let err = rl.check("t", t0 + Duration::from_secs(10), 1000).expect_err("limited");
+        let err = rl
+            .check("t", t0 + Duration::from_secs(10), 1000)
+            .expect_err("limited");
         assert_eq!(err.headers.remaining, 0);
         assert_eq!(err.retry_after, 50);
         // Other tokens are independent.
@@ -141,7 +158,9 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(rl.check("t", t0, 0).map(|h| h.remaining), Ok(1));
         assert_eq!(rl.check("t", t0, 0).map(|h| h.remaining), Ok(0));
-        let err = rl.check("t", t0 + Duration::from_secs(1), 0).expect_err("limited");
+        let err = rl
+            .check("t", t0 + Duration::from_secs(1), 0)
+            .expect_err("limited");
         assert_eq!(err.retry_after, 3599);
         assert_eq!(err.headers.reset, 3599);
     }

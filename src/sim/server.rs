@@ -151,7 +151,10 @@ impl KillableStream {
 }
 
 fn aborted() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by simulator")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection dropped by simulator",
+    )
 }
 
 impl AsyncRead for KillableStream {
@@ -217,7 +220,11 @@ impl ApiError {
         )
     }
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable_entity", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unprocessable_entity",
+            message,
+        )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -365,7 +372,9 @@ async fn api_layer(
                     Gate::Reject(h, too_many(), Some(retry), "burst_429")
                 } else {
                     match g.limiter.check(token, Instant::now(), wall) {
-                        Err(l) => Gate::Reject(l.headers, too_many(), Some(l.retry_after), "rate_limited"),
+                        Err(l) => {
+                            Gate::Reject(l.headers, too_many(), Some(l.retry_after), "rate_limited")
+                        }
                         Ok(h) if g.faults.server_error() => Gate::Reject(
                             h,
                             ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR),
@@ -436,7 +445,12 @@ fn too_many() -> ApiError {
 }
 
 /// Renders error bodies (with `request_id`) and adds the common headers.
-fn finish(mut resp: Response, request_id: &str, rate: RateHeaders, retry_after: Option<u64>) -> Response {
+fn finish(
+    mut resp: Response,
+    request_id: &str,
+    rate: RateHeaders,
+    retry_after: Option<u64>,
+) -> Response {
     let status = resp.status();
     let err = resp.extensions_mut().remove::<ApiError>().or_else(|| {
         let is_json = resp
@@ -460,7 +474,8 @@ fn finish(mut resp: Response, request_id: &str, rate: RateHeaders, retry_after: 
         resp = new;
     }
     let h = resp.headers_mut();
-    let num = |n: i64| HeaderValue::from_str(&n.to_string()).unwrap_or(HeaderValue::from_static("0"));
+    let num =
+        |n: i64| HeaderValue::from_str(&n.to_string()).unwrap_or(HeaderValue::from_static("0"));
     h.insert("ratelimit-limit", num(rate.limit as i64));
     h.insert("ratelimit-remaining", num(rate.remaining as i64));
     h.insert("ratelimit-reset", num(rate.reset));

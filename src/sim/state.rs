@@ -233,27 +233,71 @@ impl State {
     /// The documented example droplets (see the module doc of `sim`).
     pub fn seed_examples(&mut self) {
         let created = Timestamp::from_second(1_767_225_600).unwrap_or(Timestamp::UNIX_EPOCH); // 2026-01-01
-        let ex = |id: i64, name: &str, status: &str, tags: &[&str], size: &str, region: &str| SimDropletSeed {
-            id: Some(id),
-            name: name.into(),
-            status: status.into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            size_slug: size.into(),
-            region: region.into(),
-            ..SimDropletSeed::default()
+        let ex = |id: i64, name: &str, status: &str, tags: &[&str], size: &str, region: &str| {
+            SimDropletSeed {
+                id: Some(id),
+                name: name.into(),
+                status: status.into(),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                size_slug: size.into(),
+                region: region.into(),
+                ..SimDropletSeed::default()
+            }
         };
         let mut seeds = vec![
-            ex(101001, "web-1", "active", &["web", "frontend"], "s-1vcpu-1gb", "nyc3"),
-            ex(101002, "web-2", "active", &["web", "frontend"], "s-1vcpu-1gb", "nyc3"),
+            ex(
+                101001,
+                "web-1",
+                "active",
+                &["web", "frontend"],
+                "s-1vcpu-1gb",
+                "nyc3",
+            ),
+            ex(
+                101002,
+                "web-2",
+                "active",
+                &["web", "frontend"],
+                "s-1vcpu-1gb",
+                "nyc3",
+            ),
             ex(101003, "web-3", "active", &["web"], "s-1vcpu-2gb", "nyc3"),
             ex(101004, "db-1", "active", &["db"], "s-2vcpu-4gb", "sfo3"),
             ex(101005, "db-2", "active", &["db"], "s-2vcpu-4gb", "sfo3"),
             ex(101006, "batch-1", "off", &["batch"], "s-4vcpu-8gb", "nyc3"),
             ex(101007, "batch-2", "off", &["batch"], "s-4vcpu-8gb", "nyc3"),
-            ex(101008, "cache-1", "active", &["cache"], "s-2vcpu-2gb", "nyc3"),
-            ex(101009, "legacy-1", "active", &["legacy"], "s-1vcpu-1gb", "nyc3"),
-            ex(101010, "staging-1", "active", &["staging", "web-staging"], "s-1vcpu-1gb", "nyc3"),
-            ex(101011, "stage-2", "active", &["staging"], "s-1vcpu-1gb", "nyc3"),
+            ex(
+                101008,
+                "cache-1",
+                "active",
+                &["cache"],
+                "s-2vcpu-2gb",
+                "nyc3",
+            ),
+            ex(
+                101009,
+                "legacy-1",
+                "active",
+                &["legacy"],
+                "s-1vcpu-1gb",
+                "nyc3",
+            ),
+            ex(
+                101010,
+                "staging-1",
+                "active",
+                &["staging", "web-staging"],
+                "s-1vcpu-1gb",
+                "nyc3",
+            ),
+            ex(
+                101011,
+                "stage-2",
+                "active",
+                &["staging"],
+                "s-1vcpu-1gb",
+                "nyc3",
+            ),
             ex(101012, "ops-1", "active", &["ops"], "s-1vcpu-2gb", "nyc3"),
         ];
         seeds[3].features = vec!["backups".into()];
@@ -338,11 +382,16 @@ impl State {
         let size = catalog::size_by_slug(&seed.size_slug)
             .or_else(|| catalog::size_by_slug("s-1vcpu-1gb"))
             .copied();
-        let (disk, memory, vcpus) = size.map(|s| (s.disk, s.memory, s.vcpus)).unwrap_or((25, 1024, 1));
+        let (disk, memory, vcpus) = size
+            .map(|s| (s.disk, s.memory, s.vcpus))
+            .unwrap_or((25, 1024, 1));
         let image_id = catalog::distro_by_slug(&seed.image)
             .map(|d| d.0)
             .unwrap_or(catalog::DISTRO_IMAGES[0].0);
-        for (ids, kind) in [(&seed.backup_ids, "backup"), (&seed.snapshot_ids, "snapshot")] {
+        for (ids, kind) in [
+            (&seed.backup_ids, "backup"),
+            (&seed.snapshot_ids, "snapshot"),
+        ] {
             for &img in ids {
                 if !self.images.contains_key(&img) {
                     self.insert_image(SimImage {
@@ -452,7 +501,12 @@ impl State {
     }
 
     /// A droplet's actions, newest first.
-    pub fn droplet_actions_page(&self, droplet_id: i64, offset: usize, limit: usize) -> Vec<&SimAction> {
+    pub fn droplet_actions_page(
+        &self,
+        droplet_id: i64,
+        offset: usize,
+        limit: usize,
+    ) -> Vec<&SimAction> {
         self.droplet_actions
             .get(&droplet_id)
             .into_iter()
@@ -570,12 +624,12 @@ impl State {
                     d.next_backup_window = None;
                     d.backup_policy = None;
                 }
-                ("enable_ipv6", _) => {
-                    if !d.features.iter().any(|f| f == "ipv6") {
-                        d.features.push("ipv6".into());
-                    }
+                ("enable_ipv6", _) if !d.features.iter().any(|f| f == "ipv6") => {
+                    d.features.push("ipv6".into());
                 }
-                ("change_kernel", ActionParams::ChangeKernel { kernel }) => d.kernel_id = Some(*kernel),
+                ("change_kernel", ActionParams::ChangeKernel { kernel }) => {
+                    d.kernel_id = Some(*kernel)
+                }
                 ("rebuild", ActionParams::Rebuild { image }) => {
                     if let Some(id) = self_resolve(image, &self.images) {
                         d.image_id = id;
@@ -618,6 +672,7 @@ impl State {
     pub fn check_action(&self, droplet_id: i64, req: &ActionRequest) -> Result<(), StateError> {
         let d = self.droplets.get(&droplet_id).ok_or(StateError::NotFound)?;
         let bad = |m: &str| Err(StateError::Unprocessable(m.to_string()));
+        let has_backups = d.features.iter().any(|f| f == "backups");
         match &req.params {
             ActionParams::Resize { size, .. } => {
                 let Some(s) = catalog::size_by_slug(size) else {
@@ -627,25 +682,21 @@ impl State {
                     return bad("Size can not decrease size of Droplet's disk image");
                 }
             }
-            ActionParams::Rebuild { image } => {
-                if self_resolve(image, &self.images).is_none() {
-                    return bad("You specified an invalid image for Droplet rebuild.");
-                }
+            ActionParams::Rebuild { image } if self_resolve(image, &self.images).is_none() => {
+                return bad("You specified an invalid image for Droplet rebuild.");
             }
-            ActionParams::Restore { image } => {
-                if !d.backup_ids.contains(image) && !d.snapshot_ids.contains(image) {
-                    return bad("Image is not a backup or snapshot of this Droplet.");
-                }
+            ActionParams::Restore { image }
+                if !d.backup_ids.contains(image) && !d.snapshot_ids.contains(image) =>
+            {
+                return bad("Image is not a backup or snapshot of this Droplet.");
             }
-            ActionParams::ChangeKernel { kernel } => {
-                if catalog::kernel_by_id(*kernel).is_none() {
-                    return bad(&format!("Kernel {kernel} is not available for this Droplet"));
-                }
+            ActionParams::ChangeKernel { kernel } if catalog::kernel_by_id(*kernel).is_none() => {
+                return bad(&format!(
+                    "Kernel {kernel} is not available for this Droplet"
+                ));
             }
-            ActionParams::Backups { .. } if req.type_ == "change_backup_policy" => {
-                if !d.features.iter().any(|f| f == "backups") {
-                    return bad("Backups are not enabled for this Droplet");
-                }
+            ActionParams::Backups { .. } if req.type_ == "change_backup_policy" && !has_backups => {
+                return bad("Backups are not enabled for this Droplet");
             }
             _ => {}
         }

@@ -77,7 +77,9 @@ pub fn parse_action(body: &Value, by_tag: bool) -> Result<ActionRequest, String>
         "resize" => {
             let size = match obj.get("size") {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                None | Some(Value::Null) => return Err("size is required to resize a Droplet".into()),
+                None | Some(Value::Null) => {
+                    return Err("size is required to resize a Droplet".into());
+                }
                 Some(_) => return Err("size must be a size slug string".into()),
             };
             let disk = match obj.get("disk") {
@@ -90,7 +92,9 @@ pub fn parse_action(body: &Value, by_tag: bool) -> Result<ActionRequest, String>
         "rename" => {
             let name = match obj.get("name") {
                 Some(Value::String(s)) => s.clone(),
-                None | Some(Value::Null) => return Err("name is required to rename a Droplet".into()),
+                None | Some(Value::Null) => {
+                    return Err("name is required to rename a Droplet".into());
+                }
                 Some(_) => return Err("name must be a string".into()),
             };
             if !valid_hostname(&name) {
@@ -110,7 +114,9 @@ pub fn parse_action(body: &Value, by_tag: bool) -> Result<ActionRequest, String>
                     n.as_i64()
                         .ok_or_else(|| "image must be an image slug or integer ID".to_string())?,
                 ),
-                None | Some(Value::Null) => return Err("image is required to rebuild a Droplet".into()),
+                None | Some(Value::Null) => {
+                    return Err("image is required to rebuild a Droplet".into());
+                }
                 Some(_) => return Err("image must be an image slug or integer ID".into()),
             };
             ActionParams::Rebuild { image }
@@ -141,7 +147,9 @@ pub fn parse_action(body: &Value, by_tag: bool) -> Result<ActionRequest, String>
             Some(v) if !v.is_null() => ActionParams::Backups {
                 policy: Some(parse_policy(v)?),
             },
-            _ => return Err("backup_policy is required to change a Droplet's backup policy".into()),
+            _ => {
+                return Err("backup_policy is required to change a Droplet's backup policy".into());
+            }
         },
         "snapshot" => {
             let name = match obj.get("name") {
@@ -169,7 +177,11 @@ fn parse_policy(v: &Value) -> Result<BackupPolicy, String> {
     let plan = match obj.get("plan") {
         None | Some(Value::Null) => "daily".to_string(),
         Some(Value::String(p)) if p == "daily" || p == "weekly" => p.clone(),
-        Some(p) => return Err(format!("backup_policy.plan {p} is invalid; must be one of daily, weekly")),
+        Some(p) => {
+            return Err(format!(
+                "backup_policy.plan {p} is invalid; must be one of daily, weekly"
+            ));
+        }
     };
     const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
     let weekday = match obj.get("weekday") {
