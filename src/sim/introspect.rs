@@ -1,9 +1,11 @@
 //! The `/_sim/` introspection API (no auth, no rate limit, not logged).
 //!
 //! - `GET /_sim/requests`: every `/v2` request received ([`RequestRecord`]s).
-//! - `GET /_sim/posts?droplet_id=N`: actions initiated by POSTs for a droplet ([`PostRecord`]s).
+//! - `GET /_sim/posts?droplet_id=N`: actions initiated by POSTs for a droplet
+//!   ([`super::PostRecord`]s); all droplets without `droplet_id`.
 //! - `GET /_sim/state`: `{droplets, actions, images}`.
-//! - `GET /_sim/faults`, `PUT /_sim/faults`: read or replace the [`Faults`] (JSON).
+//! - `GET /_sim/faults`, `PUT /_sim/faults`: read or replace the [`Faults`] (JSON;
+//!   every field optional, `latency` is written `latency_ms`).
 //! - `POST /_sim/reset-log`: clears the request log and the post records.
 
 use std::sync::Arc;
@@ -48,7 +50,7 @@ pub struct RequestRecord {
 
 #[derive(Debug, Deserialize)]
 struct PostsQuery {
-    droplet_id: i64,
+    droplet_id: Option<i64>,
 }
 
 pub(crate) fn router() -> Router<Arc<Shared>> {
@@ -65,7 +67,12 @@ async fn requests(AxState(sh): AxState<Arc<Shared>>) -> Response {
 }
 
 async fn posts(AxState(sh): AxState<Arc<Shared>>, Query(q): Query<PostsQuery>) -> Response {
-    Json(json!({ "posts": sh.lock().state.posts_for(q.droplet_id) })).into_response()
+    let g = sh.lock();
+    let posts = match q.droplet_id {
+        Some(id) => g.state.posts_for(id),
+        None => g.state.all_posts(),
+    };
+    Json(json!({ "posts": posts })).into_response()
 }
 
 async fn state(AxState(sh): AxState<Arc<Shared>>) -> Response {

@@ -36,11 +36,20 @@
 //!   before its duration elapsed, and its effects are visible as soon as it is.
 //! - Snapshots become images whose `created_at` equals the action's `started_at`.
 //! - Rate limits: sliding windows per token (default 250/min, 5000/h).
-//!   Refused requests are logged but not counted and have no effect.
+//!   `ratelimit-limit` is the hourly limit, `ratelimit-remaining` what is left
+//!   of it (0 while the minute window is full), `ratelimit-reset` when the
+//!   oldest request of the hour window expires. A refused request gets 429
+//!   with `retry-after` = seconds until the oldest request of the full window
+//!   expires; it is logged but not counted and has no effect.
 //! - Faults ([`Faults`], changeable at run time with [`SimHandle::set_faults`]
 //!   or `PUT /_sim/faults`): 500s, latency, 429 bursts, errored actions, and
 //!   "apply the POST, then close the connection without a response".
 //! - Introspection under `/_sim/` (see [`introspect`]) and through [`SimHandle`].
+//! - Not simulated: `enable_private_networking` (deprecated; 422 like any
+//!   unknown type), droplet creation/deletion, the `type`/GPU filter of
+//!   `GET /v2/droplets`, field hiding for tokens without `tag:read`/`image:read`.
+//!   `power_on` of an active droplet and `shutdown` of an off one are accepted
+//!   (no-op effect).
 //!
 //! # Seed data
 //!

@@ -529,6 +529,16 @@ impl State {
         self.posts.get(&droplet_id).cloned().unwrap_or_default()
     }
 
+    /// All post records, by droplet id then time.
+    pub fn all_posts(&self) -> Vec<PostRecord> {
+        let mut entries: Vec<_> = self.posts.iter().collect();
+        entries.sort_unstable_by_key(|(id, _)| **id);
+        entries
+            .into_iter()
+            .flat_map(|(_, posts)| posts.iter().cloned())
+            .collect()
+    }
+
     pub fn clear_posts(&mut self) {
         self.posts.clear();
     }
