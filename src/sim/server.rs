@@ -323,7 +323,8 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 
 enum Gate {
     Go(RateHeaders),
-    Reject(RateHeaders, ApiError, Option<u64>, &'static str),
+    /// Headers, error, `retry-after`, fault label for the log.
+    Reject(RateHeaders, ApiError, Option<u64>, Option<&'static str>),
 }
 
 async fn api_layer(
@@ -369,17 +370,20 @@ async fn api_layer(
                 if let Some(retry) = g.faults.take_burst_429() {
                     let mut h = g.limiter.peek(token, Instant::now(), wall);
                     h.remaining = 0;
-                    Gate::Reject(h, too_many(), Some(retry), "burst_429")
+                    Gate::Reject(h, too_many(), Some(retry), Some("burst_429"))
                 } else {
                     match g.limiter.check(token, Instant::now(), wall) {
-                        Err(l) => {
-                            Gate::Reject(l.headers, too_many(), Some(l.retry_after), "rate_limited")
-                        }
+                        Err(l) => Gate::Reject(
+                            l.headers,
+                            too_many(),
+                            Some(l.retry_after),
+                            Some("rate_limited"),
+                        ),
                         Ok(h) if g.faults.server_error() => Gate::Reject(
                             h,
                             ApiError::for_status(StatusCode::INTERNAL_SERVER_ERROR),
                             None,
-                            "server_error",
+                            Some("server_error"),
                         ),
                         Ok(h) => Gate::Go(h),
                     }
@@ -392,16 +396,14 @@ async fn api_layer(
                     "unauthorized",
                     "Unable to authenticate you.",
                 );
-                Gate::Reject(h, err, None, "")
+                Gate::Reject(h, err, None, None)
             }
         }
     };
 
     let (resp, rate, retry_after) = match gate {
         Gate::Reject(h, err, retry, fault) => {
-            if !fault.is_empty() {
-                record.fault = Some(fault.to_string());
-            }
+            record.fault = fault.map(str::to_string);
             (err.into_response(), h, retry)
         }
         Gate::Go(h) => {
@@ -474,16 +476,14 @@ fn finish(
         resp = new;
     }
     let h = resp.headers_mut();
-    let num =
-        |n: i64| HeaderValue::from_str(&n.to_string()).unwrap_or(HeaderValue::from_static("0"));
-    h.insert("ratelimit-limit", num(rate.limit as i64));
-    h.insert("ratelimit-remaining", num(rate.remaining as i64));
-    h.insert("ratelimit-reset", num(rate.reset));
+    h.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(rate.reset));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
     }
     if let Some(secs) = retry_after {
-        h.insert(header::RETRY_AFTER, num(secs as i64));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }
