@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::catalog;
+use super::model::{BLOCKING_EVENTS, Initiation, PENDING_EVENT, StateError};
 use super::server::{ApiError, Ctx, Shared};
-use super::state::{BLOCKING_EVENTS, Initiation, PENDING_EVENT, StateError};
 use super::validate::parse_action;
 use super::wire::{self, Links, Meta};
 

@@ -83,10 +83,13 @@
 
 mod catalog;
 mod config;
+mod conn;
 mod faults;
 mod handlers;
 pub mod introspect;
+mod model;
 mod ratelimit;
+mod seed;
 mod server;
 mod state;
 mod validate;
@@ -105,15 +108,17 @@ use url::Url;
 pub use config::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig, TokenSpec};
 pub use faults::Faults;
 pub use introspect::RequestRecord;
-pub use state::{
+pub use model::{
     ActionStatus, BackupWindow, Initiation, PostRecord, SimAction, SimDroplet, SimDropletSeed,
     SimImage,
 };
 pub use validate::{ActionParams, BackupPolicy, ImageSpec};
 
+use conn::{ConnHandle, SimListener};
 use faults::FaultState;
 use ratelimit::RateLimiter;
-use server::{Inner, Shared, SimListener};
+use seed::{seed_examples, seed_generated};
+use server::{Inner, Shared};
 use state::State;
 use validate::ActionRequest;
 
@@ -130,9 +135,9 @@ impl Simulator {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let mut state = State::new(config.action_durations.clone());
         if config.seed_examples {
-            state.seed_examples();
+            seed_examples(&mut state);
         }
-        state.seed_generated(config.generated_droplets);
+        seed_generated(&mut state, config.generated_droplets);
         let tokens: HashMap<_, _> = config
             .tokens
             .iter()
@@ -150,8 +155,8 @@ impl Simulator {
             inner: listener,
             closed: shared.closed.clone(),
         };
-        let app = server::router(shared.clone())
-            .into_make_service_with_connect_info::<server::ConnHandle>();
+        let app =
+            server::router(shared.clone()).into_make_service_with_connect_info::<ConnHandle>();
         let mut shutdown_rx = shared.shutdown_tx.subscribe();
         tokio::spawn(async move {
             let stop = async move {

@@ -9,188 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 
 use super::catalog;
 use super::config::ActionDurations;
-use super::validate::{ActionParams, ActionRequest, BackupPolicy, ImageSpec};
-
-/// First action id is `ACTION_ID_BASE + 1`.
-pub const ACTION_ID_BASE: i64 = 1_800_000_000;
-/// Ids of snapshots created by the simulator start after this.
-pub const IMAGE_ID_BASE: i64 = 703_000;
-/// Ids of droplets added with `add_droplet` (without an explicit id) start after this.
-pub const ADDED_DROPLET_ID_BASE: i64 = 300_000;
-
-/// A droplet as the simulator stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SimDroplet {
-    pub id: i64,
-    pub name: String,
-    /// `active` or `off`.
-    pub status: String,
-    pub locked: bool,
-    pub size_slug: String,
-    pub disk: i64,
-    pub memory: i64,
-    pub vcpus: i64,
-    pub features: Vec<String>,
-    pub tags: Vec<String>,
-    pub region: String,
-    /// Current image id (a distribution image, backup or snapshot).
-    pub image_id: i64,
-    pub backup_ids: Vec<i64>,
-    pub snapshot_ids: Vec<i64>,
-    pub kernel_id: Option<i64>,
-    pub next_backup_window: Option<BackupWindow>,
-    pub backup_policy: Option<BackupPolicy>,
-    pub password_resets: u32,
-    pub created_at: Timestamp,
-}
-
-/// `next_backup_window`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BackupWindow {
-    pub start: Timestamp,
-    pub end: Timestamp,
-}
-
-/// Input of [`super::SimHandle::add_droplet`]. Defaults: a new id, `active`,
-/// `s-1vcpu-1gb`, `nyc3`, `ubuntu-24-04-x64`, no tags. Backup and snapshot
-/// images listed here are created if they do not exist.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SimDropletSeed {
-    pub id: Option<i64>,
-    pub name: String,
-    pub status: String,
-    pub tags: Vec<String>,
-    pub size_slug: String,
-    pub region: String,
-    pub image: String,
-    pub features: Vec<String>,
-    pub backup_ids: Vec<i64>,
-    pub snapshot_ids: Vec<i64>,
-    pub kernel_id: Option<i64>,
-}
-
-impl Default for SimDropletSeed {
-    fn default() -> Self {
-        Self {
-            id: None,
-            name: "droplet".into(),
-            status: "active".into(),
-            tags: vec![],
-            size_slug: "s-1vcpu-1gb".into(),
-            region: "nyc3".into(),
-            image: "ubuntu-24-04-x64".into(),
-            features: vec![],
-            backup_ids: vec![],
-            snapshot_ids: vec![],
-            kernel_id: None,
-        }
-    }
-}
-
-impl SimDropletSeed {
-    pub fn named(name: &str, tags: &[&str]) -> Self {
-        Self {
-            name: name.into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            ..Self::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ActionStatus {
-    #[serde(rename = "in-progress")]
-    InProgress,
-    #[serde(rename = "completed")]
-    Completed,
-    #[serde(rename = "errored")]
-    Errored,
-}
-
-impl ActionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InProgress => "in-progress",
-            Self::Completed => "completed",
-            Self::Errored => "errored",
-        }
-    }
-}
-
-/// How an action was started.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "via")]
-pub enum Initiation {
-    /// `POST /v2/droplets/{id}/actions`.
-    Single,
-    /// `POST /v2/droplets/actions?tag_name=`.
-    ByTag { tag: String },
-    /// [`super::SimHandle::start_external_action`] (e.g. the DO console).
-    External,
-}
-
-/// An action as the simulator stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SimAction {
-    pub id: i64,
-    pub droplet_id: i64,
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub status: ActionStatus,
-    pub started_at: Timestamp,
-    pub completed_at: Option<Timestamp>,
-    pub region_slug: String,
-    pub params: ActionParams,
-    pub initiated: Initiation,
-    /// Decided at creation by the fault settings.
-    pub will_error: bool,
-    pub duration_ms: u64,
-}
-
-/// A backup or snapshot image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SimImage {
-    pub id: i64,
-    pub name: String,
-    /// `snapshot` or `backup`.
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub created_at: Timestamp,
-    pub min_disk_size: i64,
-    pub size_gigabytes: f64,
-    pub resource_id: i64,
-    pub regions: Vec<String>,
-}
-
-/// One applied action POST (one per droplet for by-tag POSTs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PostRecord {
-    pub action_id: i64,
-    pub droplet_id: i64,
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub time: Timestamp,
-    pub initiated: Initiation,
-    /// `seq` of the request in the request log.
-    pub request_seq: u64,
-    /// The connection was closed instead of sending the response (fault).
-    pub response_dropped: bool,
-}
-
-/// A 422/404 from the state layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StateError {
-    NotFound,
-    Unprocessable(String),
-}
-
-pub const PENDING_EVENT: &str = "Droplet already has a pending event.";
-pub const BLOCKING_EVENTS: &str =
-    "there are currently blocking events processing for one or more of the droplets";
+use super::model::{
+    ACTION_ID_BASE, ADDED_DROPLET_ID_BASE, ActionStatus, IMAGE_ID_BASE, Initiation, PostRecord,
+    SimAction, SimDroplet, SimDropletSeed, SimImage, StateError, backup_window,
+};
+use super::validate::{ActionParams, ActionRequest, ImageSpec};
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -230,139 +56,7 @@ impl State {
         }
     }
 
-    /// The documented example droplets (see the module doc of `sim`).
-    pub fn seed_examples(&mut self) {
-        let created = Timestamp::from_second(1_767_225_600).unwrap_or(Timestamp::UNIX_EPOCH); // 2026-01-01
-        let ex = |id: i64, name: &str, status: &str, tags: &[&str], size: &str, region: &str| {
-            SimDropletSeed {
-                id: Some(id),
-                name: name.into(),
-                status: status.into(),
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                size_slug: size.into(),
-                region: region.into(),
-                ..SimDropletSeed::default()
-            }
-        };
-        let mut seeds = vec![
-            ex(
-                101001,
-                "web-1",
-                "active",
-                &["web", "frontend"],
-                "s-1vcpu-1gb",
-                "nyc3",
-            ),
-            ex(
-                101002,
-                "web-2",
-                "active",
-                &["web", "frontend"],
-                "s-1vcpu-1gb",
-                "nyc3",
-            ),
-            ex(101003, "web-3", "active", &["web"], "s-1vcpu-2gb", "nyc3"),
-            ex(101004, "db-1", "active", &["db"], "s-2vcpu-4gb", "sfo3"),
-            ex(101005, "db-2", "active", &["db"], "s-2vcpu-4gb", "sfo3"),
-            ex(101006, "batch-1", "off", &["batch"], "s-4vcpu-8gb", "nyc3"),
-            ex(101007, "batch-2", "off", &["batch"], "s-4vcpu-8gb", "nyc3"),
-            ex(
-                101008,
-                "cache-1",
-                "active",
-                &["cache"],
-                "s-2vcpu-2gb",
-                "nyc3",
-            ),
-            ex(
-                101009,
-                "legacy-1",
-                "active",
-                &["legacy"],
-                "s-1vcpu-1gb",
-                "nyc3",
-            ),
-            ex(
-                101010,
-                "staging-1",
-                "active",
-                &["staging", "web-staging"],
-                "s-1vcpu-1gb",
-                "nyc3",
-            ),
-            ex(
-                101011,
-                "stage-2",
-                "active",
-                &["staging"],
-                "s-1vcpu-1gb",
-                "nyc3",
-            ),
-            ex(101012, "ops-1", "active", &["ops"], "s-1vcpu-2gb", "nyc3"),
-        ];
-        seeds[3].features = vec!["backups".into()];
-        seeds[3].backup_ids = vec![701001, 701002];
-        seeds[4].snapshot_ids = vec![702001];
-        seeds[8].kernel_id = Some(8611);
-        self.insert_image(SimImage {
-            id: 701001,
-            name: "db-1 2025-12-30".into(),
-            type_: "backup".into(),
-            created_at: Timestamp::from_second(1_767_052_800).unwrap_or(created),
-            min_disk_size: 80,
-            size_gigabytes: 4.2,
-            resource_id: 101004,
-            regions: vec!["sfo3".into()],
-        });
-        self.insert_image(SimImage {
-            id: 701002,
-            name: "db-1 2025-12-31".into(),
-            type_: "backup".into(),
-            created_at: Timestamp::from_second(1_767_139_200).unwrap_or(created),
-            min_disk_size: 80,
-            size_gigabytes: 4.3,
-            resource_id: 101004,
-            regions: vec!["sfo3".into()],
-        });
-        self.insert_image(SimImage {
-            id: 702001,
-            name: "db-2-before-upgrade".into(),
-            type_: "snapshot".into(),
-            created_at: Timestamp::from_second(1_767_000_000).unwrap_or(created),
-            min_disk_size: 80,
-            size_gigabytes: 3.9,
-            resource_id: 101005,
-            regions: vec!["sfo3".into()],
-        });
-        for seed in seeds {
-            let id = self.add_droplet(seed, created);
-            if id == 101004 {
-                let policy = BackupPolicy::default();
-                if let Some(d) = self.droplets.get_mut(&id) {
-                    d.next_backup_window = Some(backup_window(&policy, Timestamp::now()));
-                    d.backup_policy = Some(policy);
-                }
-            }
-        }
-    }
-
-    /// Generated droplets 200001..=200000+n, `gen-{i}`, tags `gen`, `gen-{i % 10}`.
-    pub fn seed_generated(&mut self, n: u32) {
-        let created = Timestamp::from_second(1_767_225_600).unwrap_or(Timestamp::UNIX_EPOCH);
-        for i in 1..=i64::from(n) {
-            self.add_droplet(
-                SimDropletSeed {
-                    id: Some(200_000 + i),
-                    name: format!("gen-{i}"),
-                    tags: vec!["gen".into(), format!("gen-{}", i % 10)],
-                    ..SimDropletSeed::default()
-                },
-                created,
-            );
-        }
-    }
-
-    fn insert_image(&mut self, image: SimImage) {
+    pub fn insert_image(&mut self, image: SimImage) {
         self.images.insert(image.id, image);
     }
 
@@ -446,6 +140,10 @@ impl State {
 
     pub fn droplet(&self, id: i64) -> Option<&SimDroplet> {
         self.droplets.get(&id)
+    }
+
+    pub fn droplet_mut(&mut self, id: i64) -> Option<&mut SimDroplet> {
+        self.droplets.get_mut(&id)
     }
 
     pub fn droplet_count(&self) -> usize {
@@ -779,43 +477,4 @@ fn self_resolve(image: &ImageSpec, images: &BTreeMap<i64, SimImage>) -> Option<i
             }
         }
     }
-}
-
-/// The next backup window (4 hours) for `policy` after `now`.
-pub fn backup_window(policy: &BackupPolicy, now: Timestamp) -> BackupWindow {
-    use jiff::civil::Weekday;
-    use jiff::tz::TimeZone;
-    let hour = i8::try_from(policy.hour.unwrap_or(0)).unwrap_or(0);
-    let want = match policy.weekday.as_deref() {
-        Some("MON") => Some(Weekday::Monday),
-        Some("TUE") => Some(Weekday::Tuesday),
-        Some("WED") => Some(Weekday::Wednesday),
-        Some("THU") => Some(Weekday::Thursday),
-        Some("FRI") => Some(Weekday::Friday),
-        Some("SAT") => Some(Weekday::Saturday),
-        Some("SUN") => Some(Weekday::Sunday),
-        _ => None,
-    };
-    let want = if policy.plan == "weekly" { want } else { None };
-    let mut date = now.to_zoned(TimeZone::UTC).date();
-    let mut start = now;
-    for _ in 0..9 {
-        let candidate = date
-            .at(hour, 0, 0, 0)
-            .to_zoned(TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .unwrap_or(now);
-        if candidate > now && want.is_none_or(|w| date.weekday() == w) {
-            start = candidate;
-            break;
-        }
-        match date.tomorrow() {
-            Ok(d) => date = d,
-            Err(_) => break,
-        }
-    }
-    let end = start
-        .checked_add(jiff::SignedDuration::from_hours(4))
-        .unwrap_or(start);
-    BackupWindow { start, end }
 }

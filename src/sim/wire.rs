@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::catalog;
-use super::state::{SimAction, SimDroplet, SimImage, State};
+use super::model::{SimAction, SimDroplet, SimImage};
+use super::state::State;
 
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
