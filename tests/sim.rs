@@ -1312,3 +1312,50 @@ async fn add_droplet_and_shutdown() {
         .await;
     assert!(after.is_err(), "no longer serving");
 }
+
+#[tokio::test]
+async fn thousands_of_droplets_and_actions_stay_cheap() {
+    let t0 = Instant::now();
+    let t = start(SimConfig {
+        seed_examples: false,
+        generated_droplets: 5000,
+        action_durations: ActionDurations::uniform(Duration::from_millis(50)),
+        ..SimConfig::fast(1.0)
+    })
+    .await;
+    let started = t0.elapsed();
+    let r = t
+        .post(
+            "/v2/droplets/actions?tag_name=gen",
+            json!({"type": "power_off"}),
+        )
+        .await;
+    assert_eq!(r.body["actions"].as_array().map(Vec::len), Some(5000));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let t1 = Instant::now();
+    let d = t.droplet(204321).await;
+    assert_eq!(
+        (d["status"].clone(), d["locked"].clone()),
+        (json!("off"), json!(false))
+    );
+    let page = t.get("/v2/actions?per_page=200&page=25").await;
+    assert_eq!(page.body["actions"].as_array().map(Vec::len), Some(200));
+    assert_eq!(page.body["actions"][199]["resource_id"], 200001);
+    assert!(
+        page.body["actions"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|a| a["status"] == "completed"))
+    );
+    for i in 0..100 {
+        let r = t
+            .get(&format!("/v2/droplets/{}/actions", 200001 + i * 49))
+            .await;
+        assert_eq!(r.body["meta"]["total"], 1);
+    }
+    let reads = t1.elapsed();
+    assert!(
+        started < Duration::from_millis(500),
+        "start with 5000 droplets: {started:?}"
+    );
+    assert!(reads < Duration::from_secs(3), "reads: {reads:?}");
+}
