@@ -15,8 +15,9 @@ pub struct Faults {
     /// Fraction (0..=1) of authenticated API requests answered with
     /// 500 `server_error` and no effect.
     pub server_error_rate: f64,
-    /// Added to every API request before it is processed.
-    #[serde(rename = "latency_ms", with = "millis")]
+    /// Added to every API request before it is processed (JSON: `latency_ms`,
+    /// also accepted as `latency`, in milliseconds).
+    #[serde(rename = "latency_ms", alias = "latency", with = "millis")]
     pub latency: Duration,
     /// The next N authenticated API requests get 429 with `retry-after`.
     pub burst_429: u32,
@@ -111,5 +112,45 @@ impl FaultState {
         }
         let rate = self.faults.drop_after_apply_rate;
         self.roll(rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_uses_milliseconds_and_defaults() {
+        let f: Faults =
+            serde_json::from_str(r#"{"latency_ms": 250, "burst_429": 2}"#).expect("json");
+        assert_eq!(f.latency, Duration::from_millis(250));
+        assert_eq!(f.burst_429, 2);
+        assert_eq!(f.server_error_rate, 0.0);
+        let f: Faults = serde_json::from_str(r#"{"latency": 5}"#).expect("alias");
+        assert_eq!(f.latency, Duration::from_millis(5));
+        assert_eq!(
+            serde_json::from_str::<Faults>("{}").expect("empty"),
+            Faults::default()
+        );
+        let back: Faults =
+            serde_json::from_value(serde_json::to_value(&f).expect("ser")).expect("de");
+        assert_eq!(back, f);
+    }
+
+    #[test]
+    fn seeded_faults_are_reproducible_and_counters_run_out() {
+        let faults = Faults {
+            server_error_rate: 0.3,
+            drop_after_apply_next: 2,
+            seed: Some(9),
+            ..Faults::default()
+        };
+        let run = || {
+            let mut s = FaultState::new(faults.clone());
+            (0..50).map(|_| s.server_error()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+        let mut s = FaultState::new(faults);
+        assert!(s.drop_after_apply() && s.drop_after_apply() && !s.drop_after_apply());
     }
 }
