@@ -78,9 +78,17 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("droplet_operator");
         let reconcile_errors = Family::<ResultLabels, Counter>::default();
-        registry.register("reconcile_errors", "Reconciles that failed, by error category", reconcile_errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
+            reconcile_errors.clone(),
+        );
         let reconcile_duration = reconcile_histogram();
-        registry.register("reconcile_duration_seconds", "Time spent in one reconcile", reconcile_duration.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time spent in one reconcile",
+            reconcile_duration.clone(),
+        );
         let initiations = Family::<InitiationLabels, Counter>::default();
         registry.register(
             "initiations",
@@ -88,17 +96,32 @@ impl Metrics {
             initiations.clone(),
         );
         let adoptions = Counter::default();
-        registry.register("adoptions", "Actions adopted after a restart or a lost response instead of being re-sent", adoptions.clone());
+        registry.register(
+            "adoptions",
+            "Actions adopted after a restart or a lost response instead of being re-sent",
+            adoptions.clone(),
+        );
         let finished = Family::<PhaseLabels, Counter>::default();
-        registry.register("actions_finished", "DropletActions that reached a final phase, by phase and type", finished.clone());
-        let action_duration = Family::<TypeLabels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
+        registry.register(
+            "actions_finished",
+            "DropletActions that reached a final phase, by phase and type",
+            finished.clone(),
+        );
+        let action_duration =
+            Family::<TypeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
         registry.register(
             "action_duration_seconds",
             "From the first reconcile to the final phase, by action type",
             action_duration.clone(),
         );
         let do_requests = Family::<RequestLabels, Counter>::default();
-        registry.register("digitalocean_requests", "DigitalOcean API requests, by route and status class", do_requests.clone());
+        registry.register(
+            "digitalocean_requests",
+            "DigitalOcean API requests, by route and status class",
+            do_requests.clone(),
+        );
         let budget_remaining = Family::<WindowLabels, Gauge>::default();
         registry.register(
             "digitalocean_rate_budget_remaining",
@@ -129,7 +152,11 @@ impl Metrics {
 
     /// A reconcile failed with `category`.
     pub fn reconcile_error(&self, category: &str) {
-        self.reconcile_errors.get_or_create(&ResultLabels { result: category.to_string() }).inc();
+        self.reconcile_errors
+            .get_or_create(&ResultLabels {
+                result: category.to_string(),
+            })
+            .inc();
     }
 
     /// A reconcile took `d`.
@@ -139,8 +166,15 @@ impl Metrics {
 
     /// An initiation request was sent.
     pub fn initiation(&self, type_: &str, error: Option<&PostError>) {
-        let result = error.map(|e| e.error.reason().to_string()).unwrap_or_else(|| "ok".into());
-        self.initiations.get_or_create(&InitiationLabels { r#type: type_.to_string(), result }).inc();
+        let result = error
+            .map(|e| e.error.reason().to_string())
+            .unwrap_or_else(|| "ok".into());
+        self.initiations
+            .get_or_create(&InitiationLabels {
+                r#type: type_.to_string(),
+                result,
+            })
+            .inc();
     }
 
     /// Actions were adopted.
@@ -151,20 +185,40 @@ impl Metrics {
     /// A DropletAction reached a final phase.
     pub fn finished(&self, da: &DropletAction) {
         let type_ = da.spec.type_.as_str().to_string();
-        self.finished.get_or_create(&PhaseLabels { phase: da.phase().as_str().to_string(), r#type: type_.clone() }).inc();
+        self.finished
+            .get_or_create(&PhaseLabels {
+                phase: da.phase().as_str().to_string(),
+                r#type: type_.clone(),
+            })
+            .inc();
         if let Some(st) = &da.status
             && let (Some(start), Some(end)) = (&st.start_time, &st.completion_time)
         {
             let secs = end.0.duration_since(start.0).as_secs_f64().max(0.0);
-            self.action_duration.get_or_create(&TypeLabels { r#type: type_ }).observe(secs);
+            self.action_duration
+                .get_or_create(&TypeLabels { r#type: type_ })
+                .observe(secs);
         }
     }
 
     /// A DigitalOcean response (or transport failure) on `route`.
     pub fn do_request(&self, route: &str, status_class: &str, budget: &BudgetSnapshot) {
-        self.do_requests.get_or_create(&RequestLabels { route: route.to_string(), status: status_class.to_string() }).inc();
-        self.budget_remaining.get_or_create(&WindowLabels { window: "minute".into() }).set(i64::from(budget.remaining_minute));
-        self.budget_remaining.get_or_create(&WindowLabels { window: "hour".into() }).set(i64::from(budget.remaining_hour));
+        self.do_requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status: status_class.to_string(),
+            })
+            .inc();
+        self.budget_remaining
+            .get_or_create(&WindowLabels {
+                window: "minute".into(),
+            })
+            .set(i64::from(budget.remaining_minute));
+        self.budget_remaining
+            .get_or_create(&WindowLabels {
+                window: "hour".into(),
+            })
+            .set(i64::from(budget.remaining_hour));
     }
 }
 
@@ -172,7 +226,12 @@ impl Metrics {
 pub type SharedMetrics = Arc<Metrics>;
 
 impl crate::digitalocean::RequestObserver for Metrics {
-    fn on_response(&self, route: &'static str, status_class: &'static str, budget: &BudgetSnapshot) {
+    fn on_response(
+        &self,
+        route: &'static str,
+        status_class: &'static str,
+        budget: &BudgetSnapshot,
+    ) {
         self.do_request(route, status_class, budget);
     }
 }

@@ -80,7 +80,15 @@ pub async fn run(
         default_token = cfg.default_token.as_ref().map(Token::fingerprint),
         "starting controller"
     );
-    controller::run(client, do_client, options, metrics, Some(ready_tx), shutdown).await;
+    controller::run(
+        client,
+        do_client,
+        options,
+        metrics,
+        Some(ready_tx),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -89,13 +97,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -57,9 +57,33 @@ pub fn set_phase(
         Phase::Failed | Phase::Expired => (false, false, true),
     };
     let flag = |b: bool| if b { "True" } else { "False" };
-    set_condition(&mut status.conditions, types::READY, flag(ready), reason, &message, generation, now);
-    set_condition(&mut status.conditions, types::RECONCILING, flag(reconciling), reason, &message, generation, now);
-    set_condition(&mut status.conditions, types::STALLED, flag(stalled), reason, &message, generation, now);
+    set_condition(
+        &mut status.conditions,
+        types::READY,
+        flag(ready),
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        types::RECONCILING,
+        flag(reconciling),
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    set_condition(
+        &mut status.conditions,
+        types::STALLED,
+        flag(stalled),
+        reason,
+        &message,
+        generation,
+        now,
+    );
 }
 
 /// Upserts one condition; `lastTransitionTime` moves only when `status` flips.
@@ -102,14 +126,24 @@ mod tests {
         let t0 = Timestamp::from_second(1_000).unwrap();
         let t1 = Timestamp::from_second(2_000).unwrap();
         let mut s = DropletActionStatus::default();
-        set_phase(&mut s, Phase::Pending, reasons::WAITING_FOR_DROPLET, "waiting", 1, t0);
+        set_phase(
+            &mut s,
+            Phase::Pending,
+            reasons::WAITING_FOR_DROPLET,
+            "waiting",
+            1,
+            t0,
+        );
         set_phase(&mut s, Phase::Running, reasons::RUNNING, "running", 1, t1);
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, Time(t0), "Ready stayed False");
         assert_eq!(ready.reason, "Running");
         set_phase(&mut s, Phase::Succeeded, reasons::SUCCEEDED, "done", 1, t1);
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.last_transition_time.clone()), ("True", Time(t1)));
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.clone()),
+            ("True", Time(t1))
+        );
         let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
         assert_eq!(stalled.status, "False");
     }
@@ -117,9 +151,30 @@ mod tests {
     #[test]
     fn failed_is_stalled_and_not_reconciling() {
         let mut s = DropletActionStatus::default();
-        set_phase(&mut s, Phase::Failed, reasons::ACTION_ERRORED, "boom", 3, Timestamp::UNIX_EPOCH);
-        let get = |t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap().status.clone();
-        assert_eq!((get("Ready"), get("Reconciling"), get("Stalled")), ("False".into(), "False".into(), "True".into()));
-        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(3)));
+        set_phase(
+            &mut s,
+            Phase::Failed,
+            reasons::ACTION_ERRORED,
+            "boom",
+            3,
+            Timestamp::UNIX_EPOCH,
+        );
+        let get = |t: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
+                .clone()
+        };
+        assert_eq!(
+            (get("Ready"), get("Reconciling"), get("Stalled")),
+            ("False".into(), "False".into(), "True".into())
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
     }
 }

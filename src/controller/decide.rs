@@ -14,8 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::{reasons, set_phase};
 use crate::crd::{
-    ActionRecord, ActionType, DropletActionSpec, DropletActionStatus, LastError, PendingInitiation, Phase,
-    RetryState,
+    ActionRecord, ActionType, DropletActionSpec, DropletActionStatus, LastError, PendingInitiation,
+    Phase, RetryState,
 };
 use crate::digitalocean::{Action, ActionStatus, Applied, DoError, ErrorKind, PostError};
 
@@ -157,7 +157,11 @@ fn ts(t: &Time) -> Timestamp {
 
 fn dur_since(now: Timestamp, then: Timestamp) -> Duration {
     let secs = now.duration_since(then).as_secs_f64();
-    if secs <= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(secs) }
+    if secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(secs)
+    }
 }
 
 fn plus(t: Timestamp, d: Duration) -> Timestamp {
@@ -180,7 +184,12 @@ pub fn droplets_of(spec: &DropletActionSpec, status: &DropletActionStatus) -> Ve
 
 /// Poll interval for an action type that has been running for `elapsed`: short for power actions, long for
 /// snapshots, growing with the elapsed time (a long action is polled less often).
-pub fn poll_interval(type_: ActionType, elapsed: Duration, scale: f64, budget_factor: f64) -> Duration {
+pub fn poll_interval(
+    type_: ActionType,
+    elapsed: Duration,
+    scale: f64,
+    budget_factor: f64,
+) -> Duration {
     let (min, max) = match type_ {
         ActionType::PowerOn
         | ActionType::PowerOff
@@ -213,14 +222,20 @@ enum DropletState {
     NeedFallback { attempt: i32, in_progress: Vec<i64> },
 }
 
-fn droplet_state(spec: &DropletActionSpec, records: &[&ActionRecord], now: Timestamp) -> DropletState {
+fn droplet_state(
+    spec: &DropletActionSpec,
+    records: &[&ActionRecord],
+    now: Timestamp,
+) -> DropletState {
     let Some(attempt) = records.iter().map(|r| r.attempt).max() else {
         return DropletState::NotStarted;
     };
     let current: Vec<&&ActionRecord> = records.iter().filter(|r| r.attempt == attempt).collect();
     let primary = current.iter().find(|r| r.type_ == spec.type_.as_str());
     let fallback = if spec.type_ == ActionType::Shutdown {
-        current.iter().find(|r| r.type_ == ActionType::PowerOff.as_str())
+        current
+            .iter()
+            .find(|r| r.type_ == ActionType::PowerOff.as_str())
     } else {
         None
     };
@@ -244,17 +259,23 @@ fn droplet_state(spec: &DropletActionSpec, records: &[&ActionRecord], now: Times
                 DropletState::Done
             }
         }
-        "errored" if spec.power_off_after_seconds.is_some() => {
-            DropletState::NeedFallback { attempt, in_progress: vec![] }
-        }
+        "errored" if spec.power_off_after_seconds.is_some() => DropletState::NeedFallback {
+            attempt,
+            in_progress: vec![],
+        },
         "errored" => DropletState::Errored { attempt },
         _ => {
             let overdue = match (spec.power_off_after_seconds, &p.started_at) {
-                (Some(secs), Some(started)) => dur_since(now, ts(started)) >= Duration::from_secs(secs as u64),
+                (Some(secs), Some(started)) => {
+                    dur_since(now, ts(started)) >= Duration::from_secs(secs as u64)
+                }
                 _ => false,
             };
             if overdue {
-                DropletState::NeedFallback { attempt, in_progress: vec![p.id] }
+                DropletState::NeedFallback {
+                    attempt,
+                    in_progress: vec![p.id],
+                }
             } else {
                 DropletState::InProgress(vec![p.id])
             }
@@ -274,8 +295,15 @@ pub fn action_summary(spec: &DropletActionSpec, status: &DropletActionStatus) ->
     let done = droplets
         .iter()
         .filter(|d| {
-            let recs: Vec<&ActionRecord> = status.actions.iter().filter(|a| a.droplet_id == **d).collect();
-            matches!(droplet_state(spec, &recs, Timestamp::UNIX_EPOCH), DropletState::Done)
+            let recs: Vec<&ActionRecord> = status
+                .actions
+                .iter()
+                .filter(|a| a.droplet_id == **d)
+                .collect();
+            matches!(
+                droplet_state(spec, &recs, Timestamp::UNIX_EPOCH),
+                DropletState::Done
+            )
         })
         .count();
     Some(format!("{done}/{}", droplets.len()))
@@ -294,17 +322,32 @@ fn base_status(input: &Input) -> DropletActionStatus {
         });
     }
     if st.phase.is_none() {
-        set_phase(&mut st, Phase::Pending, reasons::CREATED, "accepted; waiting to initiate", input.generation, input.now);
+        set_phase(
+            &mut st,
+            Phase::Pending,
+            reasons::CREATED,
+            "accepted; waiting to initiate",
+            input.generation,
+            input.now,
+        );
     }
     st
 }
 
 fn update(status: DropletActionStatus, requeue: Option<Duration>, note: Option<Note>) -> Next {
-    Next::Update(Update { status, requeue, note })
+    Next::Update(Update {
+        status,
+        requeue,
+        note,
+    })
 }
 
 fn note(warning: bool, reason: &'static str, text: impl Into<String>) -> Option<Note> {
-    Some(Note { warning, reason, text: text.into() })
+    Some(Note {
+        warning,
+        reason,
+        text: text.into(),
+    })
 }
 
 fn finish(
@@ -314,13 +357,27 @@ fn finish(
     reason: &'static str,
     message: String,
 ) -> Next {
-    set_phase(&mut st, phase, reason, message.clone(), input.generation, input.now);
+    set_phase(
+        &mut st,
+        phase,
+        reason,
+        message.clone(),
+        input.generation,
+        input.now,
+    );
     st.completion_time = Some(Time(input.now));
     st.pending_initiation = None;
     st.retry = None;
     st.action_summary = action_summary(input.spec, &st);
-    let requeue = input.spec.ttl_seconds_after_finished.map(|s| Duration::from_secs(s.max(0) as u64));
-    update(st, requeue, note(phase != Phase::Succeeded, reason, message))
+    let requeue = input
+        .spec
+        .ttl_seconds_after_finished
+        .map(|s| Duration::from_secs(s.max(0) as u64));
+    update(
+        st,
+        requeue,
+        note(phase != Phase::Succeeded, reason, message),
+    )
 }
 
 /// Decides the next step for a DropletAction.
@@ -336,7 +393,11 @@ pub fn decide(input: &Input) -> Next {
         return match (spec.ttl_seconds_after_finished, &st.completion_time) {
             (Some(ttl), Some(done)) => {
                 let due = plus(ts(done), Duration::from_secs(ttl.max(0) as u64));
-                if now >= due { Next::Delete } else { update(st, Some(dur_since(due, now)), None) }
+                if now >= due {
+                    Next::Delete
+                } else {
+                    update(st, Some(dur_since(due, now)), None)
+                }
             }
             _ => update(st, None, None),
         };
@@ -391,19 +452,39 @@ pub fn decide(input: &Input) -> Next {
             input,
             Phase::Expired,
             reasons::NOT_AFTER_PASSED,
-            format!("notAfter {} passed before the action was initiated; nothing was sent to DigitalOcean", not_after.0),
+            format!(
+                "notAfter {} passed before the action was initiated; nothing was sent to DigitalOcean",
+                not_after.0
+            ),
         );
     }
 
     if let TokenState::Missing(why) = &input.token {
         let phase = st.phase.unwrap_or_default();
-        set_phase(&mut st, phase, reasons::TOKEN_NOT_FOUND, why.clone(), input.generation, now);
+        set_phase(
+            &mut st,
+            phase,
+            reasons::TOKEN_NOT_FOUND,
+            why.clone(),
+            input.generation,
+            now,
+        );
         let first = input.status.reason.as_deref() != Some(reasons::TOKEN_NOT_FOUND);
-        return update(st, Some(cap(input.config.recheck)), if first { note(true, reasons::TOKEN_NOT_FOUND, why.clone()) } else { None });
+        return update(
+            st,
+            Some(cap(input.config.recheck)),
+            if first {
+                note(true, reasons::TOKEN_NOT_FOUND, why.clone())
+            } else {
+                None
+            },
+        );
     }
 
     if let Some(intent) = &st.pending_initiation {
-        return Next::Adopt(Adoption { intent: intent.clone() });
+        return Next::Adopt(Adoption {
+            intent: intent.clone(),
+        });
     }
 
     // Tag: find the droplets first so the per-droplet queue can see them.
@@ -429,18 +510,43 @@ pub fn decide(input: &Input) -> Next {
         if let Gate::Blocked { by, droplet } = &input.gate {
             let msg = format!("waiting for DropletAction {by} to finish on droplet {droplet}");
             let first = input.status.reason.as_deref() != Some(reasons::WAITING_FOR_DROPLET);
-            set_phase(&mut st, Phase::Pending, reasons::WAITING_FOR_DROPLET, msg.clone(), input.generation, now);
-            return update(st, Some(cap(input.config.recheck)), if first { note(false, reasons::WAITING_FOR_DROPLET, msg) } else { None });
+            set_phase(
+                &mut st,
+                Phase::Pending,
+                reasons::WAITING_FOR_DROPLET,
+                msg.clone(),
+                input.generation,
+                now,
+            );
+            return update(
+                st,
+                Some(cap(input.config.recheck)),
+                if first {
+                    note(false, reasons::WAITING_FOR_DROPLET, msg)
+                } else {
+                    None
+                },
+            );
         }
         if !may_initiate {
             let due = retry_due.unwrap_or(now);
-            return update(st, Some(cap(dur_since(due, now).max(Duration::from_millis(50)))), None);
+            return update(
+                st,
+                Some(cap(dur_since(due, now).max(Duration::from_millis(50)))),
+                None,
+            );
         }
         let target = match (&spec.droplet_id, &spec.tag_name) {
             (Some(id), _) => InitTarget::Droplet(*id),
             (None, Some(tag)) => InitTarget::Tag(tag.clone()),
             (None, None) => {
-                return finish(st, input, Phase::Failed, reasons::REJECTED, "spec names no target".into());
+                return finish(
+                    st,
+                    input,
+                    Phase::Failed,
+                    reasons::REJECTED,
+                    "spec names no target".into(),
+                );
             }
         };
         return initiation(st, input, spec.type_, 1, target, droplets.clone());
@@ -458,7 +564,10 @@ pub fn decide(input: &Input) -> Next {
             DropletState::Done | DropletState::NotStarted => {}
             DropletState::InProgress(ids) => in_progress.extend(ids.iter().map(|id| (*d, *id))),
             DropletState::NeedSnapshotId(id, started) => snapshots.push((*d, *id, *started)),
-            DropletState::NeedFallback { attempt, in_progress: ids } => {
+            DropletState::NeedFallback {
+                attempt,
+                in_progress: ids,
+            } => {
                 in_progress.extend(ids.iter().map(|id| (*d, *id)));
                 if may_initiate {
                     want.get_or_insert((ActionType::PowerOff, *attempt, *d));
@@ -484,7 +593,14 @@ pub fn decide(input: &Input) -> Next {
     }
 
     if let Some((type_, attempt, droplet)) = want {
-        return initiation(st, input, type_, attempt, InitTarget::Droplet(droplet), vec![droplet]);
+        return initiation(
+            st,
+            input,
+            type_,
+            attempt,
+            InitTarget::Droplet(droplet),
+            vec![droplet],
+        );
     }
 
     if (!in_progress.is_empty() || !snapshots.is_empty()) && !input.tracked {
@@ -495,20 +611,42 @@ pub fn decide(input: &Input) -> Next {
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let interval = poll_interval(spec.type_, dur_since(now, oldest), input.config.poll_scale, input.budget_factor);
-        return Next::Track(Tracking { in_progress, snapshots, max_age: interval.mul_f64(0.9) });
+        let interval = poll_interval(
+            spec.type_,
+            dur_since(now, oldest),
+            input.config.poll_scale,
+            input.budget_factor,
+        );
+        return Next::Track(Tracking {
+            in_progress,
+            snapshots,
+            max_age: interval.mul_f64(0.9),
+        });
     }
 
     if !in_progress.is_empty() || !snapshots.is_empty() || waiting_retry {
-        let oldest = st.actions.iter().filter_map(|a| a.started_at.as_ref().map(ts)).min().unwrap_or(now);
-        let mut next = poll_interval(spec.type_, dur_since(now, oldest), input.config.poll_scale, input.budget_factor);
+        let oldest = st
+            .actions
+            .iter()
+            .filter_map(|a| a.started_at.as_ref().map(ts))
+            .min()
+            .unwrap_or(now);
+        let mut next = poll_interval(
+            spec.type_,
+            dur_since(now, oldest),
+            input.config.poll_scale,
+            input.budget_factor,
+        );
         if let Some(due) = retry_due.filter(|_| waiting_retry) {
             next = next.min(dur_since(due, now).max(Duration::from_millis(50)));
         }
         // Keep the Pending/DropletBusy message while a fallback waits for the droplet; otherwise Running.
         if !waiting_retry || st.phase != Some(Phase::Pending) {
             let msg = running_message(&st, &in_progress, &snapshots);
-            let reason = if states.values().any(|s| matches!(s, DropletState::NeedFallback { .. })) {
+            let reason = if states
+                .values()
+                .any(|s| matches!(s, DropletState::NeedFallback { .. }))
+            {
                 reasons::POWER_OFF_FALLBACK
             } else {
                 reasons::RUNNING
@@ -533,14 +671,22 @@ pub fn decide(input: &Input) -> Next {
 
     let ids: Vec<String> = st.actions.iter().map(|a| a.id.to_string()).collect();
     let msg = if droplets.len() == 1 {
-        format!("{} completed (DigitalOcean action {})", spec.type_, ids.last().cloned().unwrap_or_default())
+        format!(
+            "{} completed (DigitalOcean action {})",
+            spec.type_,
+            ids.last().cloned().unwrap_or_default()
+        )
     } else {
         format!("{} completed on {} droplets", spec.type_, droplets.len())
     };
     finish(st, input, Phase::Succeeded, reasons::SUCCEEDED, msg)
 }
 
-fn running_message(st: &DropletActionStatus, in_progress: &[(i64, i64)], snapshots: &[(i64, i64, Option<Timestamp>)]) -> String {
+fn running_message(
+    st: &DropletActionStatus,
+    in_progress: &[(i64, i64)],
+    snapshots: &[(i64, i64, Option<Timestamp>)],
+) -> String {
     if !in_progress.is_empty() {
         let ids: Vec<String> = in_progress.iter().map(|(_, id)| id.to_string()).collect();
         format!("DigitalOcean action(s) {} in progress", ids.join(", "))
@@ -566,20 +712,39 @@ fn initiation(
         sent: false,
         droplet_ids: droplets,
     });
-    let phase = st.phase.filter(|p| *p == Phase::Running).unwrap_or(Phase::Pending);
+    let phase = st
+        .phase
+        .filter(|p| *p == Phase::Running)
+        .unwrap_or(Phase::Pending);
     let what = match &target {
         InitTarget::Droplet(d) => format!("droplet {d}"),
         InitTarget::Tag(t) => format!("droplets tagged {t}"),
     };
-    set_phase(&mut st, phase, reasons::INITIATING, format!("initiating {type_} on {what} (attempt {attempt})"), input.generation, input.now);
-    Next::Initiate(Initiation { intent_status: st, type_, attempt, target })
+    set_phase(
+        &mut st,
+        phase,
+        reasons::INITIATING,
+        format!("initiating {type_} on {what} (attempt {attempt})"),
+        input.generation,
+        input.now,
+    );
+    Next::Initiate(Initiation {
+        intent_status: st,
+        type_,
+        attempt,
+        target,
+    })
 }
 
 fn record(a: &Action, attempt: i32, type_: &str, fallback_droplet: i64) -> ActionRecord {
     ActionRecord {
         id: a.id,
         droplet_id: a.resource_id.unwrap_or(fallback_droplet),
-        type_: if a.type_.is_empty() { type_.to_string() } else { a.type_.clone() },
+        type_: if a.type_.is_empty() {
+            type_.to_string()
+        } else {
+            a.type_.clone()
+        },
         status: status_str(&a.status),
         attempt,
         started_at: a.started_at.map(Time),
@@ -613,8 +778,16 @@ pub fn last_error(e: &DoError, now: Timestamp) -> LastError {
 
 fn describe_error(e: &DoError) -> String {
     let mut s = match e.http_status() {
-        Some(code) => format!("DigitalOcean answered {code} {}: {}", e.reason(), e.message()),
-        None => format!("DigitalOcean request failed ({}): {}", e.reason(), e.message()),
+        Some(code) => format!(
+            "DigitalOcean answered {code} {}: {}",
+            e.reason(),
+            e.message()
+        ),
+        None => format!(
+            "DigitalOcean request failed ({}): {}",
+            e.reason(),
+            e.message()
+        ),
     };
     if let Some(scope) = e.scope_hint() {
         s.push_str(&format!(" (the token needs the {scope} scope)"));
@@ -640,9 +813,11 @@ pub fn after_post(
     match result {
         Ok(actions) if !actions.is_empty() => {
             for a in &actions {
-                st.actions.push(record(a, init.attempt, init.type_.as_str(), droplet_hint));
+                st.actions
+                    .push(record(a, init.attempt, init.type_.as_str(), droplet_hint));
             }
-            if input.spec.tag_name.is_some() && init.attempt == 1 && init.type_ == input.spec.type_ {
+            if input.spec.tag_name.is_some() && init.attempt == 1 && init.type_ == input.spec.type_
+            {
                 let mut ids: Vec<i64> = st.actions.iter().map(|a| a.droplet_id).collect();
                 ids.sort_unstable();
                 ids.dedup();
@@ -652,7 +827,11 @@ pub fn after_post(
             st.retry = None;
             st.attempts = Some(st.attempts.unwrap_or(0).max(init.attempt));
             let ids: Vec<String> = actions.iter().map(|a| a.id.to_string()).collect();
-            let reason = if init.type_ != input.spec.type_ { reasons::POWER_OFF_FALLBACK } else { reasons::RUNNING };
+            let reason = if init.type_ != input.spec.type_ {
+                reasons::POWER_OFF_FALLBACK
+            } else {
+                reasons::RUNNING
+            };
             let msg = format!("DigitalOcean action(s) {} in progress", ids.join(", "));
             set_phase(&mut st, Phase::Running, reason, msg, input.generation, now);
             st.action_summary = action_summary(input.spec, &st);
@@ -660,20 +839,52 @@ pub fn after_post(
                 InitTarget::Droplet(d) => format!("droplet {d}"),
                 InitTarget::Tag(t) => format!("{} droplets tagged {t}", actions.len()),
             };
-            let text = format!("initiated {} on {what}: DigitalOcean action(s) {} (attempt {})", init.type_, ids.join(", "), init.attempt);
-            let first_poll = poll_interval(init.type_, Duration::ZERO, input.config.poll_scale, input.budget_factor);
-            let event_reason = if reason == reasons::POWER_OFF_FALLBACK { reasons::POWER_OFF_FALLBACK } else { "Initiated" };
-            Update { status: st, requeue: Some(first_poll), note: note(false, event_reason, text) }
+            let text = format!(
+                "initiated {} on {what}: DigitalOcean action(s) {} (attempt {})",
+                init.type_,
+                ids.join(", "),
+                init.attempt
+            );
+            let first_poll = poll_interval(
+                init.type_,
+                Duration::ZERO,
+                input.config.poll_scale,
+                input.budget_factor,
+            );
+            let event_reason = if reason == reasons::POWER_OFF_FALLBACK {
+                reasons::POWER_OFF_FALLBACK
+            } else {
+                "Initiated"
+            };
+            Update {
+                status: st,
+                requeue: Some(first_poll),
+                note: note(false, event_reason, text),
+            }
         }
         Ok(_) => {
             // DigitalOcean accepted a by-tag request but no droplet had the tag any more.
             let msg = "DigitalOcean started no action: no droplet has the tag any more".to_string();
             st.pending_initiation = None;
-            set_phase(&mut st, Phase::Failed, reasons::NO_DROPLETS, msg.clone(), input.generation, now);
+            set_phase(
+                &mut st,
+                Phase::Failed,
+                reasons::NO_DROPLETS,
+                msg.clone(),
+                input.generation,
+                now,
+            );
             st.completion_time = Some(Time(now));
-            Update { status: st, requeue: None, note: note(true, reasons::NO_DROPLETS, msg) }
+            Update {
+                status: st,
+                requeue: None,
+                note: note(true, reasons::NO_DROPLETS, msg),
+            }
         }
-        Err(PostError { error, applied: Applied::Ambiguous }) => {
+        Err(PostError {
+            error,
+            applied: Applied::Ambiguous,
+        }) => {
             if let Some(p) = st.pending_initiation.as_mut() {
                 p.sent = true;
             }
@@ -683,23 +894,44 @@ pub fn after_post(
                 describe_error(&error)
             );
             let phase = st.phase.unwrap_or_default();
-            set_phase(&mut st, phase, reasons::ADOPTING, msg.clone(), input.generation, now);
+            set_phase(
+                &mut st,
+                phase,
+                reasons::ADOPTING,
+                msg.clone(),
+                input.generation,
+                now,
+            );
             let wait = Duration::from_secs(2).mul_f64(input.config.poll_scale.max(0.05));
-            Update { status: st, requeue: Some(wait), note: note(true, reasons::RETRYING, msg) }
+            Update {
+                status: st,
+                requeue: Some(wait),
+                note: note(true, reasons::RETRYING, msg),
+            }
         }
-        Err(PostError { error, applied: Applied::NotApplied }) => {
+        Err(PostError {
+            error,
+            applied: Applied::NotApplied,
+        }) => {
             st.pending_initiation = None;
             st.last_error = Some(last_error(&error, now));
             let phase = st.phase.unwrap_or_default();
             if error.kind() == ErrorKind::DropletBusy || error.is_transient() {
                 let failures = st.retry.as_ref().map(|r| r.failures).unwrap_or(0) + 1;
                 let busy = error.kind() == ErrorKind::DropletBusy;
-                let cap = if busy { input.config.busy_max } else { input.config.retry_max };
+                let cap = if busy {
+                    input.config.busy_max
+                } else {
+                    input.config.retry_max
+                };
                 let mut delay = backoff(failures, input.config.retry_base, cap);
                 if let Some(after) = error.retry_after() {
                     delay = delay.max(after);
                 }
-                st.retry = Some(RetryState { failures, next_attempt_time: Time(plus(now, delay)) });
+                st.retry = Some(RetryState {
+                    failures,
+                    next_attempt_time: Time(plus(now, delay)),
+                });
                 let (reason, msg) = if busy {
                     let d = match &init.target {
                         InitTarget::Droplet(d) => format!("droplet {d}"),
@@ -714,20 +946,53 @@ pub fn after_post(
                         ),
                     )
                 } else {
-                    (reasons::RETRYING, format!("{}; retrying in {}s", describe_error(&error), delay.as_secs()))
+                    (
+                        reasons::RETRYING,
+                        format!(
+                            "{}; retrying in {}s",
+                            describe_error(&error),
+                            delay.as_secs()
+                        ),
+                    )
                 };
-                let phase = if phase == Phase::Running { Phase::Running } else { Phase::Pending };
+                let phase = if phase == Phase::Running {
+                    Phase::Running
+                } else {
+                    Phase::Pending
+                };
                 set_phase(&mut st, phase, reason, msg.clone(), input.generation, now);
-                let ev_reason = if busy { reasons::DROPLET_BUSY } else { reasons::RETRYING };
-                Update { status: st, requeue: Some(delay), note: note(!busy, ev_reason, msg) }
+                let ev_reason = if busy {
+                    reasons::DROPLET_BUSY
+                } else {
+                    reasons::RETRYING
+                };
+                Update {
+                    status: st,
+                    requeue: Some(delay),
+                    note: note(!busy, ev_reason, msg),
+                }
             } else {
                 let msg = describe_error(&error);
-                set_phase(&mut st, Phase::Failed, error.reason(), msg.clone(), input.generation, now);
+                set_phase(
+                    &mut st,
+                    Phase::Failed,
+                    error.reason(),
+                    msg.clone(),
+                    input.generation,
+                    now,
+                );
                 st.completion_time = Some(Time(now));
                 st.retry = None;
                 st.action_summary = action_summary(input.spec, &st);
-                let requeue = input.spec.ttl_seconds_after_finished.map(|s| Duration::from_secs(s.max(0) as u64));
-                Update { status: st, requeue, note: note(true, "Failed", msg) }
+                let requeue = input
+                    .spec
+                    .ttl_seconds_after_finished
+                    .map(|s| Duration::from_secs(s.max(0) as u64));
+                Update {
+                    status: st,
+                    requeue,
+                    note: note(true, "Failed", msg),
+                }
             }
         }
     }
@@ -786,26 +1051,52 @@ pub fn after_adopt(input: &Input, intent: &PendingInitiation, found: &[&Action])
         let wait_left = dur_since(plus(intent.requested_at.0, input.config.adopt_grace), now);
         let msg = "the outcome of the last request to DigitalOcean is unknown; waiting to see whether the action started before sending it again".to_string();
         let phase = st.phase.unwrap_or_default();
-        set_phase(&mut st, phase, reasons::ADOPTING, msg, input.generation, now);
+        set_phase(
+            &mut st,
+            phase,
+            reasons::ADOPTING,
+            msg,
+            input.generation,
+            now,
+        );
         let poll = Duration::from_secs(3)
             .mul_f64(input.config.poll_scale.max(0.05))
             .min(wait_left.max(Duration::from_millis(50)));
-        return AdoptOutcome::Wait(Update { status: st, requeue: Some(poll), note: None });
+        return AdoptOutcome::Wait(Update {
+            status: st,
+            requeue: Some(poll),
+            note: None,
+        });
     }
     for a in found {
-        st.actions.push(record(a, intent.attempt, &intent.type_, fallback_droplet));
+        st.actions
+            .push(record(a, intent.attempt, &intent.type_, fallback_droplet));
     }
     let found_droplets: BTreeSet<i64> = found.iter().filter_map(|a| a.resource_id).collect();
-    let remaining: Vec<i64> = intent.droplet_ids.iter().copied().filter(|d| !found_droplets.contains(d)).collect();
+    let remaining: Vec<i64> = intent
+        .droplet_ids
+        .iter()
+        .copied()
+        .filter(|d| !found_droplets.contains(d))
+        .collect();
     // Droplets of a by-tag request not seen yet keep their intent until the grace period is over.
-    st.pending_initiation = if !remaining.is_empty() && !grace_over && found_droplets.len() < intent.droplet_ids.len() {
-        Some(PendingInitiation { droplet_ids: remaining, ..intent.clone() })
+    st.pending_initiation = if !remaining.is_empty()
+        && !grace_over
+        && found_droplets.len() < intent.droplet_ids.len()
+    {
+        Some(PendingInitiation {
+            droplet_ids: remaining,
+            ..intent.clone()
+        })
     } else {
         None
     };
     st.attempts = Some(st.attempts.unwrap_or(0).max(intent.attempt));
     st.retry = None;
-    if input.spec.tag_name.is_some() && intent.attempt == 1 && intent.type_ == input.spec.type_.as_str() {
+    if input.spec.tag_name.is_some()
+        && intent.attempt == 1
+        && intent.type_ == input.spec.type_.as_str()
+    {
         let mut ids: Vec<i64> = st.actions.iter().map(|a| a.droplet_id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -813,13 +1104,24 @@ pub fn after_adopt(input: &Input, intent: &PendingInitiation, found: &[&Action])
     }
     let ids: Vec<String> = found.iter().map(|a| a.id.to_string()).collect();
     let msg = format!("DigitalOcean action(s) {} in progress", ids.join(", "));
-    set_phase(&mut st, Phase::Running, reasons::RUNNING, msg, input.generation, now);
+    set_phase(
+        &mut st,
+        Phase::Running,
+        reasons::RUNNING,
+        msg,
+        input.generation,
+        now,
+    );
     st.action_summary = action_summary(input.spec, &st);
     let text = format!(
         "adopted DigitalOcean action(s) {} started by an earlier request whose response was lost; not sending it again",
         ids.join(", ")
     );
-    AdoptOutcome::Adopted(Update { status: st, requeue: Some(Duration::ZERO), note: note(false, "Adopted", text) })
+    AdoptOutcome::Adopted(Update {
+        status: st,
+        requeue: Some(Duration::ZERO),
+        note: note(false, "Adopted", text),
+    })
 }
 
 /// Folds polled actions and resolved snapshot images into the status.
@@ -859,17 +1161,50 @@ pub fn after_track_error(input: &Input, status: &DropletActionStatus, error: &Do
         if let Some(after) = error.retry_after() {
             delay = delay.max(after);
         }
-        st.retry = Some(RetryState { failures, next_attempt_time: Time(plus(now, delay)) });
-        let msg = format!("checking the action's progress failed: {}; retrying in {}s", describe_error(error), delay.as_secs());
+        st.retry = Some(RetryState {
+            failures,
+            next_attempt_time: Time(plus(now, delay)),
+        });
+        let msg = format!(
+            "checking the action's progress failed: {}; retrying in {}s",
+            describe_error(error),
+            delay.as_secs()
+        );
         let phase = st.phase.unwrap_or_default();
-        set_phase(&mut st, phase, reasons::RETRYING, msg.clone(), input.generation, now);
-        Update { status: st, requeue: Some(delay), note: note(true, reasons::RETRYING, msg) }
+        set_phase(
+            &mut st,
+            phase,
+            reasons::RETRYING,
+            msg.clone(),
+            input.generation,
+            now,
+        );
+        Update {
+            status: st,
+            requeue: Some(delay),
+            note: note(true, reasons::RETRYING, msg),
+        }
     } else {
         let msg = describe_error(error);
-        set_phase(&mut st, Phase::Failed, error.reason(), msg.clone(), input.generation, now);
+        set_phase(
+            &mut st,
+            Phase::Failed,
+            error.reason(),
+            msg.clone(),
+            input.generation,
+            now,
+        );
         st.completion_time = Some(Time(now));
         st.pending_initiation = None;
         st.retry = None;
-        Update { status: st, requeue: None, note: note(true, "Failed", msg) }
+        Update {
+            status: st,
+            requeue: None,
+            note: note(true, "Failed", msg),
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -126,7 +126,11 @@ pub async fn run(
     let apis: Vec<Api<DropletAction>> = if options.namespaces.is_empty() {
         vec![Api::all(client.clone())]
     } else {
-        options.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        options
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
     };
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<ObjectRef<DropletAction>>();
     let (fanout_tx, _) = tokio::sync::broadcast::channel::<ObjectRef<DropletAction>>(4096);
@@ -135,13 +139,17 @@ pub async fn run(
         .into_iter()
         .map(|api| {
             // Bookmarks keep the watch cheap to resume; the store keeps every object for the ordering gate.
-            Controller::new(api, watcher::Config::default().any_semantic()).with_config(config.clone())
+            Controller::new(api, watcher::Config::default().any_semantic())
+                .with_config(config.clone())
         })
         .collect();
     let stores: Vec<Store<DropletAction>> = controllers.iter().map(Controller::store).collect();
     let recorder = Recorder::new(
         client.clone(),
-        Reporter { controller: "droplet-operator".into(), instance: options.instance.clone() },
+        Reporter {
+            controller: "droplet-operator".into(),
+            instance: options.instance.clone(),
+        },
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -182,8 +190,8 @@ pub async fn run(
     let mut runs = Vec::new();
     for (i, controller) in controllers.into_iter().enumerate() {
         let ns = namespaces.get(i).cloned();
-        let wake = tokio_stream::wrappers::BroadcastStream::new(fanout_tx.subscribe())
-            .filter_map(move |r| {
+        let wake = tokio_stream::wrappers::BroadcastStream::new(fanout_tx.subscribe()).filter_map(
+            move |r| {
                 let ns = ns.clone();
                 async move {
                     let r = r.ok()?;
@@ -192,7 +200,8 @@ pub async fn run(
                         _ => Some(r),
                     }
                 }
-            });
+            },
+        );
         let ctx = ctx.clone();
         let run = controller
             .reconcile_on(wake)
@@ -212,7 +221,10 @@ pub async fn run(
     info!("controller stopped");
 }
 
-async fn timed_reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<kube::runtime::controller::Action, Error> {
+async fn timed_reconcile(
+    obj: Arc<DropletAction>,
+    ctx: Arc<Context>,
+) -> Result<kube::runtime::controller::Action, Error> {
     use tracing::Instrument;
     let span = tracing::info_span!(
         "reconcile",
@@ -221,7 +233,9 @@ async fn timed_reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<k
         r#type = obj.spec.type_.as_str(),
     );
     let start = std::time::Instant::now();
-    let result = reconcile::reconcile(obj, ctx.clone()).instrument(span).await;
+    let result = reconcile::reconcile(obj, ctx.clone())
+        .instrument(span)
+        .await;
     ctx.metrics.reconcile_took(start.elapsed());
     result
 }

@@ -15,7 +15,11 @@ use super::decide::{Gate, droplets_of};
 use crate::crd::{DropletAction, Phase};
 
 fn sort_key(da: &DropletAction) -> (Option<jiff::Timestamp>, String, String) {
-    (da.metadata.creation_timestamp.as_ref().map(|t| t.0), da.namespace().unwrap_or_default(), da.name_any())
+    (
+        da.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        da.namespace().unwrap_or_default(),
+        da.name_any(),
+    )
 }
 
 fn is_same(a: &DropletAction, b: &DropletAction) -> bool {
@@ -27,19 +31,26 @@ fn is_same(a: &DropletAction, b: &DropletAction) -> bool {
 
 /// Whether `other` is working on its droplets right now.
 pub fn holds_droplets(other: &DropletAction) -> bool {
-    let Some(st) = &other.status else { return false };
+    let Some(st) = &other.status else {
+        return false;
+    };
     if st.phase.is_some_and(Phase::is_terminal) {
         return false;
     }
     st.pending_initiation.is_some()
         || st.phase == Some(Phase::Running)
-        || st.actions.iter().any(|a| a.status != "completed" && a.status != "errored")
+        || st
+            .actions
+            .iter()
+            .any(|a| a.status != "completed" && a.status != "errored")
 }
 
 /// The droplets a resource acts on (known only after a tag was resolved).
 pub fn droplets(da: &DropletAction) -> BTreeSet<i64> {
     let empty = Default::default();
-    droplets_of(&da.spec, da.status.as_ref().unwrap_or(&empty)).into_iter().collect()
+    droplets_of(&da.spec, da.status.as_ref().unwrap_or(&empty))
+        .into_iter()
+        .collect()
 }
 
 /// May `me` start now, given every DropletAction the controller knows?
@@ -54,7 +65,9 @@ pub fn gate(me: &DropletAction, all: &[Arc<DropletAction>]) -> Gate {
         if is_same(me, other) || other.phase().is_terminal() {
             continue;
         }
-        let Some(shared) = droplets(other).intersection(&mine).next().copied() else { continue };
+        let Some(shared) = droplets(other).intersection(&mine).next().copied() else {
+            continue;
+        };
         let key = sort_key(other);
         if holds_droplets(other) || key < my_key {
             blockers.push((holds_droplets(other), key, shared));
@@ -64,20 +77,30 @@ pub fn gate(me: &DropletAction, all: &[Arc<DropletAction>]) -> Gate {
     blockers.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     match blockers.into_iter().next() {
         None => Gate::Free,
-        Some((_, (_, ns, name), droplet)) => Gate::Blocked { by: format!("{ns}/{name}"), droplet },
+        Some((_, (_, ns, name), droplet)) => Gate::Blocked {
+            by: format!("{ns}/{name}"),
+            droplet,
+        },
     }
 }
 
 /// The action IDs recorded by any DropletAction: an adoption must never take one of these.
 pub fn claimed_action_ids(all: &[Arc<DropletAction>]) -> BTreeSet<i64> {
-    all.iter().filter_map(|da| da.status.as_ref()).flat_map(|s| s.actions.iter().map(|a| a.id)).collect()
+    all.iter()
+        .filter_map(|da| da.status.as_ref())
+        .flat_map(|s| s.actions.iter().map(|a| a.id))
+        .collect()
 }
 
 /// Other unfinished DropletActions sharing a droplet with `me`: they may be able to start once `me` finished.
 pub fn waiting_on(me: &DropletAction, all: &[Arc<DropletAction>]) -> Vec<Arc<DropletAction>> {
     let mine = droplets(me);
     all.iter()
-        .filter(|o| !is_same(me, o) && !o.phase().is_terminal() && droplets(o).intersection(&mine).next().is_some())
+        .filter(|o| {
+            !is_same(me, o)
+                && !o.phase().is_terminal()
+                && droplets(o).intersection(&mine).next().is_some()
+        })
         .cloned()
         .collect()
 }
@@ -89,14 +112,18 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn da(name: &str, created: i64, droplet: i64, phase: Option<Phase>) -> Arc<DropletAction> {
-        let mut spec: DropletActionSpec = serde_json::from_value(serde_json::json!({"type": "reboot"})).unwrap();
+        let mut spec: DropletActionSpec =
+            serde_json::from_value(serde_json::json!({"type": "reboot"})).unwrap();
         spec.droplet_id = Some(droplet);
         spec.type_ = ActionType::Reboot;
         let mut d = DropletAction::new(name, spec);
         d.metadata.namespace = Some("default".into());
         d.metadata.uid = Some(name.into());
         d.metadata.creation_timestamp = Some(Time(jiff::Timestamp::from_second(created).unwrap()));
-        d.status = phase.map(|p| DropletActionStatus { phase: Some(p), ..Default::default() });
+        d.status = phase.map(|p| DropletActionStatus {
+            phase: Some(p),
+            ..Default::default()
+        });
         Arc::new(d)
     }
 
@@ -107,8 +134,20 @@ mod tests {
         let c = da("power-on", 12, 1, None);
         let all = vec![a.clone(), b.clone(), c.clone()];
         assert_eq!(gate(&a, &all), Gate::Free);
-        assert_eq!(gate(&b, &all), Gate::Blocked { by: "default/shutdown".into(), droplet: 1 });
-        assert_eq!(gate(&c, &all), Gate::Blocked { by: "default/shutdown".into(), droplet: 1 });
+        assert_eq!(
+            gate(&b, &all),
+            Gate::Blocked {
+                by: "default/shutdown".into(),
+                droplet: 1
+            }
+        );
+        assert_eq!(
+            gate(&c, &all),
+            Gate::Blocked {
+                by: "default/shutdown".into(),
+                droplet: 1
+            }
+        );
     }
 
     #[test]
@@ -123,6 +162,12 @@ mod tests {
     fn a_later_resource_that_already_runs_blocks_an_earlier_one() {
         let early = da("early", 10, 1, Some(Phase::Pending));
         let running = da("late", 20, 1, Some(Phase::Running));
-        assert_eq!(gate(&early, &[early.clone(), running]), Gate::Blocked { by: "default/late".into(), droplet: 1 });
+        assert_eq!(
+            gate(&early, &[early.clone(), running]),
+            Gate::Blocked {
+                by: "default/late".into(),
+                droplet: 1
+            }
+        );
     }
 }

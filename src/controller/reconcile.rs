@@ -15,7 +15,8 @@ use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
 use super::decide::{
-    self, AdoptOutcome, DecideConfig, Gate, InitTarget, Input, Next, Note, TokenState, Update, adoption_candidates,
+    self, AdoptOutcome, DecideConfig, Gate, InitTarget, Input, Next, Note, TokenState, Update,
+    adoption_candidates,
 };
 use super::tokens::{self, TokenLookup};
 use super::{Context, Error, ordering, request};
@@ -27,7 +28,13 @@ const MAX_STEPS: usize = 16;
 
 /// How much to stretch polling when the rate budget runs low.
 pub fn budget_factor(b: &BudgetSnapshot) -> f64 {
-    let frac = |rem: u32, lim: u32| if lim == 0 { 1.0 } else { f64::from(rem) / f64::from(lim) };
+    let frac = |rem: u32, lim: u32| {
+        if lim == 0 {
+            1.0
+        } else {
+            f64::from(rem) / f64::from(lim)
+        }
+    };
     let left = frac(b.remaining_minute, b.limit_minute).min(frac(b.remaining_hour, b.limit_hour));
     if left < 0.1 {
         8.0
@@ -76,7 +83,11 @@ enum Written {
 
 /// Writes `status` if it differs from the stored one, with a resourceVersion precondition: the write fails
 /// instead of overwriting a newer state (another controller instance, or a concurrent reconcile).
-async fn write_status(api: &Api<DropletAction>, obj: &DropletAction, status: &DropletActionStatus) -> Result<Written, Error> {
+async fn write_status(
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    status: &DropletActionStatus,
+) -> Result<Written, Error> {
     let old = obj.status.clone().unwrap_or_default();
     if &old == status {
         return Ok(Written::Ok(obj.clone()));
@@ -87,8 +98,14 @@ async fn write_status(api: &Api<DropletAction>, obj: &DropletAction, status: &Dr
         "metadata": {"resourceVersion": obj.resource_version()},
         "status": if obj.status.is_some() { merge_diff(&old_v, &new_v) } else { new_v },
     });
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
-    match api.patch_status(&obj.name_any(), &params, &Patch::Merge(&patch)).await {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
         Ok(updated) => Ok(Written::Ok(updated)),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Written::Conflict),
         Err(e) => Err(Error::Kube(e)),
@@ -98,7 +115,11 @@ async fn write_status(api: &Api<DropletAction>, obj: &DropletAction, status: &Dr
 async fn publish(ctx: &Context, obj: &DropletAction, note: &Option<Note>) {
     let Some(n) = note else { return };
     let event = Event {
-        type_: if n.warning { EventType::Warning } else { EventType::Normal },
+        type_: if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: n.reason.to_string(),
         note: Some(n.text.chars().take(1024).collect()),
         action: "Reconcile".to_string(),
@@ -145,7 +166,15 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         token = None;
         TokenState::Available
     } else {
-        match tokens::lookup(&ctx.client, &namespace, &obj.spec, ctx.default_token.as_ref()).await.map_err(Error::Kube)? {
+        match tokens::lookup(
+            &ctx.client,
+            &namespace,
+            &obj.spec,
+            ctx.default_token.as_ref(),
+        )
+        .await
+        .map_err(Error::Kube)?
+        {
             TokenLookup::Found(t) => {
                 token = Some(t);
                 TokenState::Available
@@ -159,8 +188,15 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
 
     for _ in 0..MAX_STEPS {
         let status = obj.status.clone().unwrap_or_default();
-        let gate = if status.actions.is_empty() { ordering::gate(&obj, &all_known(&ctx)) } else { Gate::Free };
-        let budget = token.as_ref().map(|t| budget_factor(&ctx.do_client.budget(t))).unwrap_or(1.0);
+        let gate = if status.actions.is_empty() {
+            ordering::gate(&obj, &all_known(&ctx))
+        } else {
+            Gate::Free
+        };
+        let budget = token
+            .as_ref()
+            .map(|t| budget_factor(&ctx.do_client.budget(t)))
+            .unwrap_or(1.0);
         let input = Input {
             spec: &spec,
             status: &status,
@@ -175,7 +211,11 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         let next = decide::decide(&input);
         debug!(step = ?std::mem::discriminant(&next), "decided");
         match next {
-            Next::Update(Update { status, requeue: after, note }) => {
+            Next::Update(Update {
+                status,
+                requeue: after,
+                note,
+            }) => {
                 let Written::Ok(updated) = write_status(&api, &obj, &status).await? else {
                     return Ok(Requeue::requeue(Duration::from_millis(200)));
                 };
@@ -197,18 +237,33 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 return Ok(Requeue::await_change());
             }
             Next::ResolveTag(tag) => {
-                let Some(token) = &token else { return Ok(Requeue::requeue(ctx.config.recheck)) };
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
                 let mut st = status.clone();
                 match ctx.do_client.list_droplets_by_tag(token, &tag).await {
                     Ok(droplets) if droplets.is_empty() => {
                         let msg = format!("no droplet has the tag {tag:?}; nothing to do");
-                        super::conditions::set_phase(&mut st, Phase::Failed, super::conditions::reasons::NO_DROPLETS, msg.clone(), generation, Timestamp::now());
-                        st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+                        super::conditions::set_phase(
+                            &mut st,
+                            Phase::Failed,
+                            super::conditions::reasons::NO_DROPLETS,
+                            msg.clone(),
+                            generation,
+                            Timestamp::now(),
+                        );
+                        st.completion_time = Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                        );
                         if st.start_time.is_none() {
                             st.start_time = st.completion_time.clone();
                         }
                         st.target.get_or_insert_with(|| obj.target());
-                        let note = Some(Note { warning: true, reason: super::conditions::reasons::NO_DROPLETS, text: msg });
+                        let note = Some(Note {
+                            warning: true,
+                            reason: super::conditions::reasons::NO_DROPLETS,
+                            text: msg,
+                        });
                         let Written::Ok(updated) = write_status(&api, &obj, &st).await? else {
                             return Ok(Requeue::requeue(Duration::from_millis(200)));
                         };
@@ -222,26 +277,53 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         st.droplet_ids = ids;
                         st.target.get_or_insert_with(|| obj.target());
                         if st.start_time.is_none() {
-                            st.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+                            st.start_time =
+                                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                    Timestamp::now(),
+                                ));
                         }
                         match write_status(&api, &obj, &st).await? {
                             Written::Ok(updated) => obj = updated,
-                            Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
                         }
                     }
-                    Err(e) => return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await,
+                    Err(e) => {
+                        return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                    }
                 }
             }
             Next::Initiate(init) => {
-                let Some(token) = &token else { return Ok(Requeue::requeue(ctx.config.recheck)) };
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
                 let req = match request::action_request(&obj.spec, init.type_) {
                     Ok(r) => r,
                     Err(msg) => {
                         let mut st = status.clone();
-                        super::conditions::set_phase(&mut st, Phase::Failed, super::conditions::reasons::REJECTED, msg.clone(), generation, Timestamp::now());
-                        st.completion_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+                        super::conditions::set_phase(
+                            &mut st,
+                            Phase::Failed,
+                            super::conditions::reasons::REJECTED,
+                            msg.clone(),
+                            generation,
+                            Timestamp::now(),
+                        );
+                        st.completion_time = Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                        );
                         if let Written::Ok(updated) = write_status(&api, &obj, &st).await? {
-                            publish(&ctx, &updated, &Some(Note { warning: true, reason: super::conditions::reasons::REJECTED, text: msg })).await;
+                            publish(
+                                &ctx,
+                                &updated,
+                                &Some(Note {
+                                    warning: true,
+                                    reason: super::conditions::reasons::REJECTED,
+                                    text: msg,
+                                }),
+                            )
+                            .await;
                         }
                         return Ok(Requeue::await_change());
                     }
@@ -254,12 +336,21 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 }
                 // 2. Send it. The client never retries a request that may have been applied.
                 let result: Result<Vec<Action>, PostError> = match &init.target {
-                    InitTarget::Droplet(d) => ctx.do_client.post_droplet_action(token, *d, &req).await.map(|a| vec![a]),
+                    InitTarget::Droplet(d) => ctx
+                        .do_client
+                        .post_droplet_action(token, *d, &req)
+                        .await
+                        .map(|a| vec![a]),
                     InitTarget::Tag(t) => ctx.do_client.post_tag_action(token, t, &req).await,
                 };
-                ctx.metrics.initiation(init.type_.as_str(), result.as_ref().err());
+                ctx.metrics
+                    .initiation(init.type_.as_str(), result.as_ref().err());
                 // 3. Record the outcome (action IDs right away).
-                let input = Input { status: obj.status.as_ref().unwrap_or(&status), now: Timestamp::now(), ..input };
+                let input = Input {
+                    status: obj.status.as_ref().unwrap_or(&status),
+                    now: Timestamp::now(),
+                    ..input
+                };
                 let u = decide::after_post(&input, &init, result);
                 let Written::Ok(updated) = write_status(&api, &obj, &u.status).await? else {
                     // The IDs could not be recorded; the intent stays and the next reconcile adopts them.
@@ -273,9 +364,15 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 return Ok(requeue(u.requeue));
             }
             Next::Adopt(adoption) => {
-                let Some(token) = &token else { return Ok(Requeue::requeue(ctx.config.recheck)) };
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
                 let intent = adoption.intent;
-                let droplets = if intent.droplet_ids.is_empty() { decide::droplets_of(&obj.spec, &status) } else { intent.droplet_ids.clone() };
+                let droplets = if intent.droplet_ids.is_empty() {
+                    decide::droplets_of(&obj.spec, &status)
+                } else {
+                    intent.droplet_ids.clone()
+                };
                 let mut listed = Vec::new();
                 for d in &droplets {
                     match ctx.do_client.list_all_droplet_actions(token, *d, 2).await {
@@ -285,7 +382,9 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                             }
                             listed.extend(actions);
                         }
-                        Err(e) => return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await,
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
                     }
                 }
                 let claimed = ordering::claimed_action_ids(&all_known(&ctx))
@@ -302,7 +401,9 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                                 publish(&ctx, &updated, &u.note).await;
                                 obj = updated;
                             }
-                            Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
                         }
                     }
                     AdoptOutcome::Wait(u) => {
@@ -315,19 +416,25 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         info!("no action matches the recorded initiation; it did not start");
                         match write_status(&api, &obj, &st).await? {
                             Written::Ok(updated) => obj = updated,
-                            Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
                         }
                     }
                 }
             }
             Next::Track(t) => {
-                let Some(token) = &token else { return Ok(Requeue::requeue(ctx.config.recheck)) };
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
                 let observed = if t.in_progress.is_empty() {
                     BTreeMap::new()
                 } else {
                     match ctx.tracker.observe(token, &t.in_progress, t.max_age).await {
                         Ok(o) => o,
-                        Err(e) => return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await,
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
                     }
                 };
                 let mut images = BTreeMap::new();
@@ -337,7 +444,9 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                             images.insert(*action_id, image);
                         }
                         Ok(None) => warn!(droplet, action_id, "snapshot image not found yet"),
-                        Err(e) => return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await,
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
                     }
                 }
                 let mut new_obj = obj.clone();
@@ -353,11 +462,21 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
 
 /// Finds the image a snapshot action created: DigitalOcean's snapshot `created_at` equals the action's
 /// `started_at` (the Terraform provider relies on the same fact).
-async fn find_snapshot(ctx: &Context, token: &Token, droplet: i64, started: Option<Timestamp>) -> Result<Option<i64>, DoError> {
-    let Some(started) = started else { return Ok(None) };
+async fn find_snapshot(
+    ctx: &Context,
+    token: &Token,
+    droplet: i64,
+    started: Option<Timestamp>,
+) -> Result<Option<i64>, DoError> {
+    let Some(started) = started else {
+        return Ok(None);
+    };
     let mut page = 1;
     loop {
-        let snaps = ctx.do_client.list_droplet_snapshots(token, droplet, page, 200).await?;
+        let snaps = ctx
+            .do_client
+            .list_droplet_snapshots(token, droplet, page, 200)
+            .await?;
         if let Some(s) = snaps.items.iter().find(|s| s.created_at == Some(started)) {
             return Ok(Some(s.id));
         }
@@ -376,7 +495,10 @@ async fn finish_with_error(
     status: &DropletActionStatus,
     e: &DoError,
 ) -> Result<Requeue, Error> {
-    let input = Input { now: Timestamp::now(), ..input.clone() };
+    let input = Input {
+        now: Timestamp::now(),
+        ..input.clone()
+    };
     let u = decide::after_track_error(&input, status, e);
     if let Written::Ok(updated) = write_status(api, obj, &u.status).await? {
         publish(ctx, &updated, &u.note).await;
@@ -397,5 +519,9 @@ pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) 
 
 /// Default decision settings for a DigitalOcean request timeout.
 pub fn decide_config_for_timeout(timeout: Duration, poll_scale: f64) -> DecideConfig {
-    DecideConfig { adopt_grace: timeout + Duration::from_secs(5), poll_scale, ..DecideConfig::default() }
+    DecideConfig {
+        adopt_grace: timeout + Duration::from_secs(5),
+        poll_scale,
+        ..DecideConfig::default()
+    }
 }

@@ -37,13 +37,22 @@ fn image(spec: &DropletActionSpec) -> Option<ImageRef> {
 /// The request for `type_` (the spec's own type, or power_off for the shutdown fallback). Admission guarantees
 /// the parameters; a spec that slipped past it (for example created before the CRD was installed) gets an error
 /// naming the missing field.
-pub fn action_request(spec: &DropletActionSpec, type_: ActionType) -> Result<ActionRequest, String> {
+pub fn action_request(
+    spec: &DropletActionSpec,
+    type_: ActionType,
+) -> Result<ActionRequest, String> {
     let missing = |field: &str| format!("spec.{field} is required for type {type_}");
     Ok(match type_ {
-        ActionType::EnableBackups => ActionRequest::EnableBackups { policy: spec.backup_policy.as_ref().map(policy) },
+        ActionType::EnableBackups => ActionRequest::EnableBackups {
+            policy: spec.backup_policy.as_ref().map(policy),
+        },
         ActionType::DisableBackups => ActionRequest::DisableBackups,
         ActionType::ChangeBackupPolicy => ActionRequest::ChangeBackupPolicy {
-            policy: spec.backup_policy.as_ref().map(policy).ok_or_else(|| missing("backupPolicy"))?,
+            policy: spec
+                .backup_policy
+                .as_ref()
+                .map(policy)
+                .ok_or_else(|| missing("backupPolicy"))?,
         },
         ActionType::Reboot => ActionRequest::Reboot,
         ActionType::PowerCycle => ActionRequest::PowerCycle,
@@ -55,13 +64,22 @@ pub fn action_request(spec: &DropletActionSpec, type_: ActionType) -> Result<Act
             _ => return Err("spec.image must be an integer image ID for type restore".into()),
         },
         ActionType::PasswordReset => ActionRequest::PasswordReset,
-        ActionType::Resize => {
-            ActionRequest::Resize { size: spec.size.clone().ok_or_else(|| missing("size"))?, disk: spec.disk }
-        }
-        ActionType::Rebuild => ActionRequest::Rebuild { image: image(spec).ok_or_else(|| missing("image"))? },
-        ActionType::Rename => ActionRequest::Rename { name: spec.name.clone().ok_or_else(|| missing("name"))? },
-        ActionType::ChangeKernel => ActionRequest::ChangeKernel { kernel: spec.kernel.ok_or_else(|| missing("kernel"))? },
+        ActionType::Resize => ActionRequest::Resize {
+            size: spec.size.clone().ok_or_else(|| missing("size"))?,
+            disk: spec.disk,
+        },
+        ActionType::Rebuild => ActionRequest::Rebuild {
+            image: image(spec).ok_or_else(|| missing("image"))?,
+        },
+        ActionType::Rename => ActionRequest::Rename {
+            name: spec.name.clone().ok_or_else(|| missing("name"))?,
+        },
+        ActionType::ChangeKernel => ActionRequest::ChangeKernel {
+            kernel: spec.kernel.ok_or_else(|| missing("kernel"))?,
+        },
         ActionType::EnableIpv6 => ActionRequest::EnableIpv6,
-        ActionType::Snapshot => ActionRequest::Snapshot { name: spec.name.clone() },
+        ActionType::Snapshot => ActionRequest::Snapshot {
+            name: spec.name.clone(),
+        },
     })
 }

@@ -44,7 +44,11 @@ pub async fn lookup(
         .as_ref()
         .and_then(|d| d.get(&reference.key))
         .map(|b| String::from_utf8_lossy(&b.0).trim().to_string());
-    let from_string = secret.string_data.as_ref().and_then(|d| d.get(&reference.key)).map(|s| s.trim().to_string());
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(&reference.key))
+        .map(|s| s.trim().to_string());
     match from_data.or(from_string).filter(|t| !t.is_empty()) {
         Some(t) => Ok(TokenLookup::Found(Token::new(t))),
         None => Ok(TokenLookup::Missing(format!(

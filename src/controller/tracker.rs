@@ -37,7 +37,10 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker that calls DigitalOcean through `client`.
     pub fn new(client: DoClient) -> Tracker {
-        Tracker { client, tokens: Arc::default() }
+        Tracker {
+            client,
+            tokens: Arc::default(),
+        }
     }
 
     fn state_for(&self, token: &Token) -> Arc<tokio::sync::Mutex<TokenState>> {
@@ -55,10 +58,20 @@ impl Tracker {
         let state = self.state_for(token);
         let mut st = state.lock().await;
         let now = Instant::now();
-        let fresh = |st: &TokenState, id: i64| st.cache.get(&id).is_some_and(|(_, at)| now.duration_since(*at) <= max_age);
-        let mut stale: Vec<(i64, i64)> = wanted.iter().copied().filter(|(_, id)| !fresh(&st, *id)).collect();
+        let fresh = |st: &TokenState, id: i64| {
+            st.cache
+                .get(&id)
+                .is_some_and(|(_, at)| now.duration_since(*at) <= max_age)
+        };
+        let mut stale: Vec<(i64, i64)> = wanted
+            .iter()
+            .copied()
+            .filter(|(_, id)| !fresh(&st, *id))
+            .collect();
 
-        let listed_recently = st.last_list.is_some_and(|at| now.duration_since(at) <= max_age);
+        let listed_recently = st
+            .last_list
+            .is_some_and(|at| now.duration_since(at) <= max_age);
         if !stale.is_empty() && !st.list_forbidden && !listed_recently {
             match self.refresh_list(token, &mut st, &stale).await {
                 Ok(()) => {}
@@ -71,11 +84,20 @@ impl Tracker {
             let action = self.client.get_droplet_action(token, droplet, id).await?;
             st.cache.insert(id, (action, Instant::now()));
         }
-        st.cache.retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
-        Ok(wanted.iter().filter_map(|(_, id)| st.cache.get(id).map(|(a, _)| (*id, a.clone()))).collect())
+        st.cache
+            .retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+        Ok(wanted
+            .iter()
+            .filter_map(|(_, id)| st.cache.get(id).map(|(a, _)| (*id, a.clone())))
+            .collect())
     }
 
-    async fn refresh_list(&self, token: &Token, st: &mut TokenState, stale: &[(i64, i64)]) -> Result<(), DoError> {
+    async fn refresh_list(
+        &self,
+        token: &Token,
+        st: &mut TokenState,
+        stale: &[(i64, i64)],
+    ) -> Result<(), DoError> {
         let oldest_wanted = stale.iter().map(|(_, id)| *id).min().unwrap_or(i64::MAX);
         for page in 1..=MAX_LIST_PAGES {
             let listed = self.client.list_actions(token, page, PER_PAGE).await?;
