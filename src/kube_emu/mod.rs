@@ -1,1 +1,228 @@
-//! Kubernetes API emulator.
+//! An in-memory Kubernetes API server emulator on loopback.
+//!
+//! The real `kube::Client`, kube-runtime `Controller`/watcher/`Recorder`/finalizer helpers and the
+//! real `kubectl` (1.32) work against it unmodified. It powers integration tests, the
+//! `droplet-operator sandbox` command and benchmarks.
+//!
+//! # Emulated
+//! - Plain HTTP on 127.0.0.1, no authentication; a kubeconfig writer ([`EmuHandle::write_kubeconfig`]).
+//! - `/version` (reports 1.32 so the kubectl dispatcher runs its own 1.32), `/healthz`, `/readyz`, `/livez`.
+//! - Discovery: aggregated `apidiscovery.k8s.io/v2` for `/api` and `/apis` (when the Accept asks
+//!   for it) and legacy APIVersions / APIGroupList / APIGroup / APIResourceList.
+//! - OpenAPI v3 index and per group-version documents (CRD schemas, GVK extensions,
+//!   `fieldValidation` on PATCH so kubectl validates server-side). `/openapi/v2` answers 404,
+//!   which kubectl tolerates on the apply update path.
+//! - Resources: every configured CRD version; core v1 Namespaces (seeded `default`,
+//!   `kube-system`), Secrets, ConfigMaps, Events; `events.k8s.io/v1` Events (a second view of the
+//!   core Events store); `coordination.k8s.io/v1` Leases.
+//! - create / get / list / watch / update / patch (merge, JSON patch, strategic merge for
+//!   built-ins treated as merge, server-side apply) / delete / deletecollection, `dryRun=All`.
+//! - One global resourceVersion; watch replay from a bounded history ring, 410 Expired, bookmarks,
+//!   `timeoutSeconds`, `sendInitialEvents`; list pagination (`limit`/`continue`); label and field
+//!   selectors; optimistic concurrency (409); `metadata.generation` bumped on spec changes only;
+//!   status subresource; finalizers and deletionTimestamp; managedFields with apply conflicts.
+//! - An [`Admission`] hook before every persisted write (422 Invalid Status on rejection,
+//!   warnings as `Warning` headers).
+//! - Table (`as=Table`) and PartialObjectMetadata(List) responses.
+//! - A request log ([`EmuHandle::requests`]) with the parsed verb and resource.
+//!
+//! # Not emulated
+//! - Authentication, authorization/RBAC enforcement (calls are only logged), admission webhooks.
+//! - Garbage collection of owned objects, namespace finalization (deleting a namespace does not
+//!   delete its contents), graceful deletion periods.
+//! - Version conversion between CRD versions (objects are served with the requested apiVersion
+//!   unchanged), protobuf, CBOR, HTTP/2 specifics, `/openapi/v2`.
+//! - Full structured-merge-diff: lists are atomic in managedFields (no list-map keys), strategic
+//!   merge patch directives are not interpreted.
+//! - Consistent snapshots for paginated lists (later pages show current state; the continue
+//!   token carries the first page's resourceVersion so a following watch replays changes).
+
+pub mod admission;
+pub mod apply;
+pub mod discovery;
+pub mod events;
+pub mod kubeconfig;
+pub mod openapi;
+pub mod ops;
+pub mod resource;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod table;
+pub mod watch;
+
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::json;
+
+pub use admission::{Admission, FieldError, FieldErrorReason, NoAdmission};
+pub use resource::{PrinterColumn, ResourceInfo};
+pub use server::EmuRequest;
+pub use status::ApiError;
+
+/// Emulator configuration.
+#[derive(Clone)]
+pub struct EmuConfig {
+    /// CRDs to serve.
+    pub crds: Vec<CustomResourceDefinition>,
+    /// Admission hook called before every persisted write.
+    pub admission: Arc<dyn Admission>,
+    /// Number of changes kept for watch replay (older RVs get 410 Expired).
+    pub watch_history: usize,
+    /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for EmuConfig {
+    fn default() -> Self {
+        Self {
+            crds: Vec::new(),
+            admission: Arc::new(NoAdmission),
+            watch_history: 20_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl std::fmt::Debug for EmuConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuConfig")
+            .field("crds", &self.crds.len())
+            .field("watch_history", &self.watch_history)
+            .field("bookmark_interval", &self.bookmark_interval)
+            .finish()
+    }
+}
+
+/// The emulator entry point.
+pub struct KubeEmulator;
+
+impl KubeEmulator {
+    /// Binds `addr` (use `127.0.0.1:0` for a free port) and serves in the current tokio runtime.
+    pub async fn start(config: EmuConfig, addr: SocketAddr) -> std::io::Result<EmuHandle> {
+        let reg = resource::Registry::new(&config.crds)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let emu = Arc::new(server::Emu::new(
+            reg,
+            config.admission.clone(),
+            config.watch_history,
+            config.bookmark_interval,
+            local,
+        ));
+        let ns = emu
+            .reg
+            .get("", "v1", "namespaces")
+            .expect("namespaces are built in");
+        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            emu.create(
+                &ns,
+                "",
+                json!({"metadata": {"name": name}}),
+                &ops::WriteOpts::default(),
+            )
+            .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        }
+        let app = axum::Router::new()
+            .fallback(server::handle)
+            .with_state(emu.clone());
+        let mut shutdown = emu.shutdown_rx.clone();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = shutdown.changed().await;
+                })
+                .await;
+        });
+        let url = url::Url::parse(&format!("http://{local}")).expect("valid url");
+        Ok(EmuHandle {
+            emu,
+            url,
+            task: Arc::new(task.abort_handle()),
+        })
+    }
+}
+
+/// A running emulator. Cheap to clone.
+#[derive(Clone)]
+pub struct EmuHandle {
+    emu: Arc<server::Emu>,
+    url: url::Url,
+    task: Arc<tokio::task::AbortHandle>,
+}
+
+impl std::fmt::Debug for EmuHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuHandle")
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}
+
+impl EmuHandle {
+    /// `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> url::Url {
+        self.url.clone()
+    }
+
+    /// The server URL without a trailing slash.
+    pub fn server(&self) -> String {
+        self.url.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// kubeconfig YAML (cluster/context/user `droplet-operator-sandbox`).
+    pub fn kubeconfig_yaml(&self, namespace: &str) -> String {
+        kubeconfig::render(&self.server(), namespace)
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `path`.
+    pub fn write_kubeconfig(&self, path: &Path, namespace: &str) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml(namespace))
+    }
+
+    /// A kube client for this emulator (default namespace `default`).
+    pub fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let uri: http::Uri = self.server().parse().expect("valid uri");
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = "default".into();
+        kube::Client::try_from(config).expect("kube client for the emulator")
+    }
+
+    /// Every request served so far.
+    pub fn requests(&self) -> Vec<EmuRequest> {
+        self.emu
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forget the request log.
+    pub fn clear_requests(&self) {
+        self.emu
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Number of stored objects (all kinds, including the seeded namespaces).
+    pub fn object_count(&self) -> usize {
+        self.emu.lock().count()
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.emu.lock().rv
+    }
+
+    /// Stops accepting connections and ends every watch.
+    pub fn shutdown(&self) {
+        let _ = self.emu.shutdown_tx.send(true);
+        self.task.abort();
+    }
+}

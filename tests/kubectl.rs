@@ -1,0 +1,417 @@
+//! The real `kubectl` binary against the in-memory API server.
+//!
+//! Every test skips (with a printed message) when `kubectl` is not installed.
+#![allow(clippy::duplicated_attributes)] // repeated printcolumn(...) in #[kube(...)]
+
+use std::{path::PathBuf, process::Output, sync::Arc, time::Duration};
+
+use droplet_operator::kube_emu::{
+    Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{
+    Api, CustomResource, CustomResourceExt, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// A Widget is a test resource.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "example.dev",
+    version = "v1",
+    kind = "Widget",
+    namespaced,
+    status = "WidgetStatus",
+    shortname = "wd",
+    category = "examples",
+    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+pub struct WidgetSpec {
+    /// The shape of the widget: round or square.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// How big the widget is, in centimetres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+/// Observed state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct WidgetStatus {
+    /// Lifecycle phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Rejects `type: bad` the way a CEL rule would.
+struct NoBadWidgets;
+
+impl Admission for NoBadWidgets {
+    fn admit(
+        &self,
+        resource: &ResourceInfo,
+        _sub: Option<&str>,
+        new: &mut Value,
+        _old: Option<&Value>,
+        _strict: bool,
+    ) -> Result<Vec<String>, Vec<FieldError>> {
+        if resource.kind == "Widget" && new.pointer("/spec/type") == Some(&json!("bad")) {
+            return Err(vec![FieldError::new(
+                "spec",
+                FieldErrorReason::Invalid,
+                "Invalid value: \"object\": type must be round or square",
+            )]);
+        }
+        Ok(vec![])
+    }
+}
+
+struct Kubectl {
+    emu: EmuHandle,
+    dir: tempfile::TempDir,
+}
+
+fn kubectl_path() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|p| p.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
+impl Kubectl {
+    async fn start() -> Option<Self> {
+        if kubectl_path().is_none() {
+            eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cfg = EmuConfig {
+            crds: vec![Widget::crd()],
+            admission: Arc::new(NoBadWidgets),
+            ..Default::default()
+        };
+        let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        emu.write_kubeconfig(&dir.path().join("kubeconfig"), "default")
+            .unwrap();
+        Some(Self { emu, dir })
+    }
+
+    fn file(&self, name: &str, content: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .args(args)
+            .env_remove("KUBECONFIG");
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap();
+        eprintln!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn api(&self) -> Api<Widget> {
+        Api::default_namespaced(self.emu.client())
+    }
+}
+
+const MANIFEST: &str = "apiVersion: example.dev/v1
+kind: Widget
+metadata:
+  name: k1
+spec:
+  type: round
+  size: 3
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_client_side_and_server_side_then_get_and_delete() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let m = k.file("w.yaml", MANIFEST);
+    assert_eq!(
+        k.ok(&["apply", "-f", &m]).await.trim(),
+        "widget.example.dev/k1 created"
+    );
+    let m = k.file("w.yaml", &MANIFEST.replace("size: 3", "size: 4"));
+    assert_eq!(
+        k.ok(&["apply", "-f", &m]).await.trim(),
+        "widget.example.dev/k1 configured"
+    );
+    let w = k.api().get("k1").await.unwrap();
+    assert_eq!(w.spec.size, Some(4));
+    assert_eq!(w.metadata.generation, Some(2));
+    assert!(
+        w.annotations()
+            .contains_key("kubectl.kubernetes.io/last-applied-configuration")
+    );
+    let reqs = k.emu.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "POST"
+                && r.query.contains("fieldManager=kubectl-client-side-apply"))
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.method == "PATCH"
+                && r.content_type.starts_with("application/merge-patch+json"))
+    );
+
+    let m2 = k.file(
+        "w2.yaml",
+        &MANIFEST.replace("k1", "k2").replace("round", "square"),
+    );
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "-f", &m2]).await.trim(),
+        "widget.example.dev/k2 serverside-applied"
+    );
+    let m2 = k.file(
+        "w2.yaml",
+        &MANIFEST
+            .replace("k1", "k2")
+            .replace("round", "square")
+            .replace("size: 3", "size: 5"),
+    );
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "-f", &m2]).await.trim(),
+        "widget.example.dev/k2 serverside-applied"
+    );
+    assert_eq!(k.api().get("k2").await.unwrap().spec.size, Some(5));
+    // Another manager changing a field kubectl owns: conflict, reported like the real server.
+    k.api()
+        .patch("k2", &PatchParams::apply("other"), &Patch::Apply(json!({"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "k2"}, "spec": {"type": "square", "size": 5}})))
+        .await
+        .unwrap();
+    let m2 = k.file(
+        "w2.yaml",
+        &MANIFEST
+            .replace("k1", "k2")
+            .replace("round", "square")
+            .replace("size: 3", "size: 6"),
+    );
+    k.api()
+        .patch("k2", &PatchParams::apply("other").force(), &Patch::Apply(json!({"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "k2"}, "spec": {"type": "square", "size": 7}})))
+        .await
+        .unwrap();
+    let out = k.run(&["apply", "--server-side", "-f", &m2]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("conflict with \"other\""), "{stderr}");
+    assert!(stderr.contains(".spec.size"), "{stderr}");
+
+    let table = k.ok(&["get", "widgets"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "SIZE", "PHASE", "AGE"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("k1") && l.contains("round") && l.contains('4')),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("k2") && l.contains("square")),
+        "{table}"
+    );
+    assert!(k.ok(&["get", "wd"]).await.contains("k1"));
+    assert!(k.ok(&["get", "examples"]).await.contains("k2"));
+    assert!(k.ok(&["get", "widgets", "-A"]).await.contains("NAMESPACE"));
+
+    let yaml = k.ok(&["get", "widget/k1", "-o", "yaml"]).await;
+    assert!(yaml.contains("kind: Widget"), "{yaml}");
+    assert!(yaml.contains("type: round"), "{yaml}");
+    assert!(yaml.contains("size: 4"), "{yaml}");
+    assert_eq!(
+        k.ok(&["get", "widgets", "-o", "name"]).await.trim(),
+        "widget.example.dev/k1\nwidget.example.dev/k2"
+    );
+
+    assert_eq!(
+        k.ok(&["delete", "widget/k1"]).await.trim(),
+        "widget.example.dev \"k1\" deleted"
+    );
+    let out = k.run(&["get", "widget/k1"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    k.emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_for_ready_condition() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let api = k.api();
+    api.create(
+        &PostParams::default(),
+        &Widget::new(
+            "w",
+            WidgetSpec {
+                type_: "round".into(),
+                size: None,
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    let setter = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = json!({"status": {"phase": "Done", "conditions": [{"type": "Ready", "status": "True", "reason": "Done",
+            "message": "done", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+        api.patch_status("w", &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    });
+    let started = std::time::Instant::now();
+    let out = k
+        .ok(&["wait", "--for=condition=Ready", "widget/w", "--timeout=20s"])
+        .await;
+    assert_eq!(out.trim(), "widget.example.dev/w condition met");
+    assert!(started.elapsed() >= Duration::from_millis(1000));
+    setter.await.unwrap();
+    assert!(
+        k.emu
+            .requests()
+            .iter()
+            .any(|r| r.verb == "watch" && r.query.contains("fieldSelector=metadata.name"))
+    );
+    k.emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_prints_field_descriptions() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let out = k.ok(&["explain", "widget.spec"]).await;
+    assert!(
+        out.contains("The shape of the widget: round or square."),
+        "{out}"
+    );
+    assert!(
+        out.contains("How big the widget is, in centimetres."),
+        "{out}"
+    );
+    let out = k.ok(&["explain", "widgets.spec.type"]).await;
+    assert!(out.contains("The shape of the widget"), "{out}");
+    k.emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_shows_events() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let client = k.emu.client();
+    let w = k
+        .api()
+        .create(
+            &PostParams::default(),
+            &Widget::new(
+                "d",
+                WidgetSpec {
+                    type_: "round".into(),
+                    size: Some(1),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "widget-controller".into(),
+            instance: None,
+        },
+    );
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: "Wobbly".into(),
+        note: Some("the widget wobbles".into()),
+        action: "Inspect".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &w.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &w.object_ref(&())).await.unwrap();
+    let out = k.ok(&["describe", "widget/d"]).await;
+    assert!(out.contains("Events:"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("Wobbly"))
+        .unwrap_or_else(|| panic!("no event in {out}"));
+    assert!(
+        line.contains("Warning")
+            && line.contains("widget-controller")
+            && line.contains("the widget wobbles"),
+        "{line}"
+    );
+    assert!(line.contains("(x2 over"), "{line}");
+    let events = k.ok(&["get", "events"]).await;
+    assert!(events.contains("Wobbly"), "{events}");
+    k.emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_manifest_is_rejected_with_the_admission_message() {
+    let Some(k) = Kubectl::start().await else {
+        return;
+    };
+    let m = k.file(
+        "bad.yaml",
+        &MANIFEST.replace("k1", "bad").replace("round", "bad"),
+    );
+    let out = k.run(&["apply", "-f", &m]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("The Widget \"bad\" is invalid: spec: Invalid value: \"object\": type must be round or square"),
+        "{stderr}"
+    );
+    let out = k.run(&["apply", "--server-side", "-f", &m]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("type must be round or square"));
+    assert!(k.api().get_opt("bad").await.unwrap().is_none());
+    k.emu.shutdown();
+}
