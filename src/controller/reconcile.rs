@@ -1,0 +1,527 @@
+//! The reconcile loop: asks [`decide`](super::decide::decide) for the next step, performs its IO, folds the
+//! result back, and repeats until the step is "write status and wait".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{Map, Value, json};
+use tracing::{debug, info, warn};
+
+use super::decide::{
+    self, AdoptOutcome, DecideConfig, Gate, InitTarget, Input, Next, Note, TokenState, Update,
+    adoption_candidates,
+};
+use super::tokens::{self, TokenLookup};
+use super::{Context, Error, ordering, request};
+use crate::crd::{DropletAction, DropletActionStatus, FIELD_MANAGER, Phase};
+use crate::digitalocean::{Action, BudgetSnapshot, DoError, PostError, Token};
+
+/// Upper bound of steps in one reconcile (each step is at most one kind of DigitalOcean call).
+const MAX_STEPS: usize = 16;
+
+/// How much to stretch polling when the rate budget runs low.
+pub fn budget_factor(b: &BudgetSnapshot) -> f64 {
+    let frac = |rem: u32, lim: u32| {
+        if lim == 0 {
+            1.0
+        } else {
+            f64::from(rem) / f64::from(lim)
+        }
+    };
+    let left = frac(b.remaining_minute, b.limit_minute).min(frac(b.remaining_hour, b.limit_hour));
+    if left < 0.1 {
+        8.0
+    } else if left < 0.25 {
+        4.0
+    } else if left < 0.5 {
+        2.0
+    } else {
+        1.0
+    }
+}
+
+/// RFC 7386 merge patch that turns `old` into `new` (removed keys become null).
+pub fn merge_diff(old: &Value, new: &Value) -> Value {
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) if ov == nv => {}
+                    Some(ov) if ov.is_object() && nv.is_object() => {
+                        out.insert(k.clone(), merge_diff(ov, nv));
+                    }
+                    _ => {
+                        out.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+/// What a status write concluded.
+enum Written {
+    Ok(DropletAction),
+    /// The object changed since it was read (409): start over from the watch's newer copy.
+    Conflict,
+}
+
+/// Writes `status` if it differs from the stored one, with a resourceVersion precondition: the write fails
+/// instead of overwriting a newer state (another controller instance, or a concurrent reconcile).
+async fn write_status(
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    status: &DropletActionStatus,
+) -> Result<Written, Error> {
+    let old = obj.status.clone().unwrap_or_default();
+    if &old == status {
+        return Ok(Written::Ok(obj.clone()));
+    }
+    let old_v = serde_json::to_value(&old).map_err(Error::Serialize)?;
+    let new_v = serde_json::to_value(status).map_err(Error::Serialize)?;
+    let patch = json!({
+        "metadata": {"resourceVersion": obj.resource_version()},
+        "status": if obj.status.is_some() { merge_diff(&old_v, &new_v) } else { new_v },
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api
+        .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => Ok(Written::Ok(updated)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Written::Conflict),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+async fn publish(ctx: &Context, obj: &DropletAction, note: &Option<Note>) {
+    let Some(n) = note else { return };
+    let event = Event {
+        type_: if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: n.reason.to_string(),
+        note: Some(n.text.chars().take(1024).collect()),
+        action: "Reconcile".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, reason = n.reason, "could not publish event");
+    }
+}
+
+fn all_known(ctx: &Context) -> Vec<Arc<DropletAction>> {
+    ctx.stores.iter().flat_map(|s| s.state()).collect()
+}
+
+/// Wakes DropletActions queued behind `obj` on the same droplets, once `obj` finished.
+fn wake_waiters(ctx: &Context, obj: &DropletAction) {
+    for other in ordering::waiting_on(obj, &all_known(ctx)) {
+        let _ = ctx.wake.send(ObjectRef::from_obj(&*other));
+    }
+}
+
+fn requeue(d: Option<Duration>) -> Requeue {
+    match d {
+        Some(d) => Requeue::requeue(d.max(Duration::from_millis(20))),
+        None => Requeue::await_change(),
+    }
+}
+
+/// Reconciles one DropletAction.
+pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let namespace = obj.namespace().unwrap_or_else(|| "default".into());
+    let name = obj.name_any();
+    let api: Api<DropletAction> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut obj = (*obj).clone();
+    // The spec is immutable (admission enforces it), so one copy serves every step.
+    let spec = obj.spec.clone();
+    let generation = obj.metadata.generation.unwrap_or(1);
+    let was_terminal = obj.phase().is_terminal();
+    let mut tracked = false;
+
+    // The token is needed for everything but finished resources.
+    let token: Option<Token>;
+    let token_state = if was_terminal {
+        token = None;
+        TokenState::Available
+    } else {
+        match tokens::lookup(
+            &ctx.client,
+            &namespace,
+            &obj.spec,
+            ctx.default_token.as_ref(),
+        )
+        .await
+        .map_err(Error::Kube)?
+        {
+            TokenLookup::Found(t) => {
+                token = Some(t);
+                TokenState::Available
+            }
+            TokenLookup::Missing(why) => {
+                token = None;
+                TokenState::Missing(why)
+            }
+        }
+    };
+
+    for _ in 0..MAX_STEPS {
+        let status = obj.status.clone().unwrap_or_default();
+        let gate = if status.actions.is_empty() {
+            ordering::gate(&obj, &all_known(&ctx))
+        } else {
+            Gate::Free
+        };
+        let budget = token
+            .as_ref()
+            .map(|t| budget_factor(&ctx.do_client.budget(t)))
+            .unwrap_or(1.0);
+        let input = Input {
+            spec: &spec,
+            status: &status,
+            generation,
+            now: Timestamp::now(),
+            token: token_state.clone(),
+            gate,
+            budget_factor: budget,
+            tracked,
+            config: &ctx.config,
+        };
+        let next = decide::decide(&input);
+        debug!(step = ?std::mem::discriminant(&next), "decided");
+        match next {
+            Next::Update(Update {
+                status,
+                requeue: after,
+                note,
+            }) => {
+                let Written::Ok(updated) = write_status(&api, &obj, &status).await? else {
+                    return Ok(Requeue::requeue(Duration::from_millis(200)));
+                };
+                publish(&ctx, &updated, &note).await;
+                if !was_terminal && updated.phase().is_terminal() {
+                    info!(phase = updated.phase().as_str(), "finished");
+                    ctx.metrics.finished(&updated);
+                    wake_waiters(&ctx, &updated);
+                }
+                return Ok(requeue(after));
+            }
+            Next::Delete => {
+                info!("ttlSecondsAfterFinished elapsed; deleting");
+                match api.delete(&name, &Default::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::Kube(e)),
+                }
+                return Ok(Requeue::await_change());
+            }
+            Next::ResolveTag(tag) => {
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
+                let mut st = status.clone();
+                match ctx.do_client.list_droplets_by_tag(token, &tag).await {
+                    Ok(droplets) if droplets.is_empty() => {
+                        let msg = format!("no droplet has the tag {tag:?}; nothing to do");
+                        super::conditions::set_phase(
+                            &mut st,
+                            Phase::Failed,
+                            super::conditions::reasons::NO_DROPLETS,
+                            msg.clone(),
+                            generation,
+                            Timestamp::now(),
+                        );
+                        st.completion_time = Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                        );
+                        if st.start_time.is_none() {
+                            st.start_time = st.completion_time.clone();
+                        }
+                        st.target.get_or_insert_with(|| obj.target());
+                        let note = Some(Note {
+                            warning: true,
+                            reason: super::conditions::reasons::NO_DROPLETS,
+                            text: msg,
+                        });
+                        let Written::Ok(updated) = write_status(&api, &obj, &st).await? else {
+                            return Ok(Requeue::requeue(Duration::from_millis(200)));
+                        };
+                        publish(&ctx, &updated, &note).await;
+                        ctx.metrics.finished(&updated);
+                        return Ok(Requeue::await_change());
+                    }
+                    Ok(droplets) => {
+                        let mut ids: Vec<i64> = droplets.iter().map(|d| d.id).collect();
+                        ids.sort_unstable();
+                        st.droplet_ids = ids;
+                        st.target.get_or_insert_with(|| obj.target());
+                        if st.start_time.is_none() {
+                            st.start_time =
+                                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                    Timestamp::now(),
+                                ));
+                        }
+                        match write_status(&api, &obj, &st).await? {
+                            Written::Ok(updated) => obj = updated,
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                    }
+                }
+            }
+            Next::Initiate(init) => {
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
+                let req = match request::action_request(&obj.spec, init.type_) {
+                    Ok(r) => r,
+                    Err(msg) => {
+                        let mut st = status.clone();
+                        super::conditions::set_phase(
+                            &mut st,
+                            Phase::Failed,
+                            super::conditions::reasons::REJECTED,
+                            msg.clone(),
+                            generation,
+                            Timestamp::now(),
+                        );
+                        st.completion_time = Some(
+                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                        );
+                        if let Written::Ok(updated) = write_status(&api, &obj, &st).await? {
+                            publish(
+                                &ctx,
+                                &updated,
+                                &Some(Note {
+                                    warning: true,
+                                    reason: super::conditions::reasons::REJECTED,
+                                    text: msg,
+                                }),
+                            )
+                            .await;
+                        }
+                        return Ok(Requeue::await_change());
+                    }
+                };
+                // 1. Record the intent. If this write fails nothing was sent; if the process dies after it, the
+                //    next reconcile adopts instead of re-sending.
+                match write_status(&api, &obj, &init.intent_status).await? {
+                    Written::Ok(updated) => obj = updated,
+                    Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
+                }
+                // 2. Send it. The client never retries a request that may have been applied.
+                let result: Result<Vec<Action>, PostError> = match &init.target {
+                    InitTarget::Droplet(d) => ctx
+                        .do_client
+                        .post_droplet_action(token, *d, &req)
+                        .await
+                        .map(|a| vec![a]),
+                    InitTarget::Tag(t) => ctx.do_client.post_tag_action(token, t, &req).await,
+                };
+                ctx.metrics
+                    .initiation(init.type_.as_str(), result.as_ref().err());
+                // 3. Record the outcome (action IDs right away).
+                let input = Input {
+                    status: obj.status.as_ref().unwrap_or(&status),
+                    now: Timestamp::now(),
+                    ..input
+                };
+                let u = decide::after_post(&input, &init, result);
+                let Written::Ok(updated) = write_status(&api, &obj, &u.status).await? else {
+                    // The IDs could not be recorded; the intent stays and the next reconcile adopts them.
+                    return Ok(Requeue::requeue(Duration::from_millis(200)));
+                };
+                publish(&ctx, &updated, &u.note).await;
+                if !was_terminal && updated.phase().is_terminal() {
+                    ctx.metrics.finished(&updated);
+                    wake_waiters(&ctx, &updated);
+                }
+                return Ok(requeue(u.requeue));
+            }
+            Next::Adopt(adoption) => {
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
+                let intent = adoption.intent;
+                let droplets = if intent.droplet_ids.is_empty() {
+                    decide::droplets_of(&obj.spec, &status)
+                } else {
+                    intent.droplet_ids.clone()
+                };
+                let mut listed = Vec::new();
+                for d in &droplets {
+                    match ctx.do_client.list_all_droplet_actions(token, *d, 2).await {
+                        Ok(mut actions) => {
+                            for a in actions.iter_mut() {
+                                a.resource_id.get_or_insert(*d);
+                            }
+                            listed.extend(actions);
+                        }
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
+                    }
+                }
+                let claimed = ordering::claimed_action_ids(&all_known(&ctx))
+                    .into_iter()
+                    .chain(status.actions.iter().map(|a| a.id))
+                    .collect();
+                let found = adoption_candidates(&intent, &listed, &claimed, ctx.config.adopt_skew);
+                match decide::after_adopt(&input, &intent, &found) {
+                    AdoptOutcome::Adopted(u) => {
+                        info!(actions = ?found.iter().map(|a| a.id).collect::<Vec<_>>(), "adopted");
+                        ctx.metrics.adopted(found.len());
+                        match write_status(&api, &obj, &u.status).await? {
+                            Written::Ok(updated) => {
+                                publish(&ctx, &updated, &u.note).await;
+                                obj = updated;
+                            }
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
+                        }
+                    }
+                    AdoptOutcome::Wait(u) => {
+                        if let Written::Ok(updated) = write_status(&api, &obj, &u.status).await? {
+                            publish(&ctx, &updated, &u.note).await;
+                        }
+                        return Ok(requeue(u.requeue));
+                    }
+                    AdoptOutcome::NothingStarted(st) => {
+                        info!("no action matches the recorded initiation; it did not start");
+                        match write_status(&api, &obj, &st).await? {
+                            Written::Ok(updated) => obj = updated,
+                            Written::Conflict => {
+                                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                            }
+                        }
+                    }
+                }
+            }
+            Next::Track(t) => {
+                let Some(token) = &token else {
+                    return Ok(Requeue::requeue(ctx.config.recheck));
+                };
+                let observed = if t.in_progress.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    match ctx.tracker.observe(token, &t.in_progress, t.max_age).await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
+                    }
+                };
+                let mut images = BTreeMap::new();
+                for (droplet, action_id, started) in &t.snapshots {
+                    match find_snapshot(&ctx, token, *droplet, *started).await {
+                        Ok(Some(image)) => {
+                            images.insert(*action_id, image);
+                        }
+                        Ok(None) => warn!(droplet, action_id, "snapshot image not found yet"),
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
+                    }
+                }
+                let mut new_obj = obj.clone();
+                new_obj.status = Some(decide::after_track(&status, &observed, &images));
+                obj = new_obj;
+                tracked = true;
+            }
+        }
+    }
+    warn!("reconcile did not settle within {MAX_STEPS} steps");
+    Ok(Requeue::requeue(Duration::from_secs(1)))
+}
+
+/// Finds the image a snapshot action created: DigitalOcean's snapshot `created_at` equals the action's
+/// `started_at` (the Terraform provider relies on the same fact).
+async fn find_snapshot(
+    ctx: &Context,
+    token: &Token,
+    droplet: i64,
+    started: Option<Timestamp>,
+) -> Result<Option<i64>, DoError> {
+    let Some(started) = started else {
+        return Ok(None);
+    };
+    let mut page = 1;
+    loop {
+        let snaps = ctx
+            .do_client
+            .list_droplet_snapshots(token, droplet, page, 200)
+            .await?;
+        if let Some(s) = snaps.items.iter().find(|s| s.created_at == Some(started)) {
+            return Ok(Some(s.id));
+        }
+        match snaps.next_page {
+            Some(n) if n > page && page < 10 => page = n,
+            _ => return Ok(None),
+        }
+    }
+}
+
+async fn finish_with_error(
+    ctx: &Context,
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    input: &Input<'_>,
+    status: &DropletActionStatus,
+    e: &DoError,
+) -> Result<Requeue, Error> {
+    let input = Input {
+        now: Timestamp::now(),
+        ..input.clone()
+    };
+    let u = decide::after_track_error(&input, status, e);
+    if let Written::Ok(updated) = write_status(api, obj, &u.status).await? {
+        publish(ctx, &updated, &u.note).await;
+        if updated.phase().is_terminal() {
+            ctx.metrics.finished(&updated);
+            wake_waiters(ctx, &updated);
+        }
+    }
+    Ok(requeue(u.requeue))
+}
+
+/// What to do when a reconcile fails outside DigitalOcean (the Kubernetes API): retry soon, with backoff.
+pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(error = %error, category = error.category(), "reconcile failed");
+    ctx.metrics.reconcile_error(error.category());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Default decision settings for a DigitalOcean request timeout.
+pub fn decide_config_for_timeout(timeout: Duration, poll_scale: f64) -> DecideConfig {
+    DecideConfig {
+        adopt_grace: timeout + Duration::from_secs(5),
+        poll_scale,
+        ..DecideConfig::default()
+    }
+}
