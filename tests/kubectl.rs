@@ -415,3 +415,107 @@ async fn invalid_manifest_is_rejected_with_the_admission_message() {
     assert!(k.api().get_opt("bad").await.unwrap().is_none());
     k.emu.shutdown();
 }
+
+/// The integrator's schema + CEL validator behind the emulator's admission hook.
+struct DropletActionAdmission(droplet_operator::admission::SchemaValidator);
+
+impl Admission for DropletActionAdmission {
+    fn admit(
+        &self,
+        resource: &ResourceInfo,
+        _sub: Option<&str>,
+        new: &mut Value,
+        old: Option<&Value>,
+        strict: bool,
+    ) -> Result<Vec<String>, Vec<FieldError>> {
+        use droplet_operator::admission::FieldReason as R;
+        if resource.kind != "DropletAction" {
+            return Ok(vec![]);
+        }
+        self.0
+            .admit(new, old, strict)
+            .map(|()| vec![])
+            .map_err(|errs| {
+                errs.into_iter()
+                    .map(|e| {
+                        let reason = match e.reason {
+                            R::Required => FieldErrorReason::Required,
+                            R::Invalid => FieldErrorReason::Invalid,
+                            R::NotSupported => FieldErrorReason::NotSupported,
+                            R::Forbidden => FieldErrorReason::Forbidden,
+                            R::TypeInvalid => FieldErrorReason::TypeInvalid,
+                            R::TooLong => FieldErrorReason::TooLong,
+                        };
+                        FieldError::new(e.field, reason, e.detail)
+                    })
+                    .collect()
+            })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropletaction_crd_with_kubectl() {
+    if kubectl_path().is_none() {
+        eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let crd = droplet_operator::crd::DropletAction::crd();
+    let admission = DropletActionAdmission(droplet_operator::admission::droplet_action_validator());
+    let cfg = EmuConfig {
+        crds: vec![crd],
+        admission: Arc::new(admission),
+        ..Default::default()
+    };
+    let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    emu.write_kubeconfig(&dir.path().join("kubeconfig"), "default")
+        .unwrap();
+    let k = Kubectl { emu, dir };
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/reboot.yaml");
+    assert_eq!(
+        k.ok(&["apply", "-f", example]).await.trim(),
+        "dropletaction.droplet-operator.dev/reboot created"
+    );
+    let table = k.ok(&["get", "dropletactions"]).await;
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TYPE", "TARGET", "PHASE", "ACTION", "AGE"]);
+    assert!(table.contains("reboot"), "{table}");
+    assert!(k.ok(&["get", "da", "-o", "wide"]).await.contains("MESSAGE"));
+    assert!(k.ok(&["get", "digitalocean"]).await.contains("reboot"));
+    let explain = k.ok(&["explain", "dropletaction.spec.type"]).await;
+    assert!(
+        explain.contains("The DigitalOcean droplet action to run."),
+        "{explain}"
+    );
+    let ssa = k.file("ssa.yaml", "apiVersion: droplet-operator.dev/v1alpha1\nkind: DropletAction\nmetadata:\n  name: poweron\nspec:\n  dropletId: 7\n  type: power_on\n");
+    assert!(
+        k.ok(&["apply", "--server-side", "-f", &ssa])
+            .await
+            .contains("serverside-applied")
+    );
+
+    let bad = k.file(
+        "bad.yaml",
+        "apiVersion: droplet-operator.dev/v1alpha1\nkind: DropletAction\nmetadata:\n  name: bad\nspec:\n  dropletId: 1\n  tagName: web\n  type: power_on\n",
+    );
+    let out = k.run(&["apply", "-f", &bad]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("The DropletAction \"bad\" is invalid: "),
+        "{stderr}"
+    );
+    // Spec is immutable: a changed re-apply is rejected by the transition rule.
+    let changed = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("deadlineSeconds: 600", "deadlineSeconds: 60");
+    let changed = k.file("changed.yaml", &changed);
+    let out = k.run(&["apply", "-f", &changed]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("immutable"));
+    k.emu.shutdown();
+}
