@@ -240,6 +240,42 @@ async fn apply_client_side_and_server_side_then_get_and_delete() {
     assert!(stderr.contains("conflict with \"other\""), "{stderr}");
     assert!(stderr.contains(".spec.size"), "{stderr}");
 
+    // kubectl apply --server-side after client-side apply takes over the fields recorded in
+    // last-applied-configuration without conflicts (the real server's lastAppliedManager).
+    let m = k.file("w.yaml", &MANIFEST.replace("size: 3", "size: 8"));
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "-f", &m]).await.trim(),
+        "widget.example.dev/k1 serverside-applied"
+    );
+    assert_eq!(k.api().get("k1").await.unwrap().spec.size, Some(8));
+    let m = k.file("w.yaml", &MANIFEST.replace("size: 3", "size: 4"));
+    assert_eq!(
+        k.ok(&["apply", "--server-side", "-f", &m]).await.trim(),
+        "widget.example.dev/k1 serverside-applied"
+    );
+    // Strategic merge (kubectl patch's default) is refused for custom resources, like a real server.
+    let out = k
+        .run(&["patch", "widget", "k1", "-p", r#"{"spec":{"size":9}}"#])
+        .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("application/strategic-merge-patch+json is not supported")
+    );
+    k.ok(&[
+        "patch",
+        "widget",
+        "k1",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ])
+    .await;
+    assert!(
+        k.ok(&["get", "widgets", "-l", "x=y", "-o", "name"])
+            .await
+            .contains("k1")
+    );
+
     let table = k.ok(&["get", "widgets"]).await;
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "TYPE", "SIZE", "PHASE", "AGE"]);

@@ -520,7 +520,34 @@ impl Emu {
         };
         let live = to_view(res, &old);
         let scope = scope_of(res, opts.subresource.as_deref());
-        let new = apply::apply(&live, &applied, &manager, &res.api_version(), &sub, scope, force, &now())
+        let ts = now();
+        let mut result = apply::apply(
+            &live,
+            &applied,
+            &manager,
+            &res.api_version(),
+            &sub,
+            scope,
+            force,
+            &ts,
+        );
+        if let Err(conflicts) = &result {
+            // Like the real server's lastAppliedManager: `kubectl apply --server-side` takes over
+            // fields from client-side apply when every conflict is in last-applied-configuration.
+            if manager == "kubectl" && last_applied_covers(&live, scope, conflicts) {
+                result = apply::apply(
+                    &live,
+                    &applied,
+                    &manager,
+                    &res.api_version(),
+                    &sub,
+                    scope,
+                    true,
+                    &ts,
+                );
+            }
+        }
+        let new = result
             .map_err(|conflicts| {
                 let causes: Vec<Value> = conflicts
                     .iter()
@@ -891,6 +918,23 @@ fn decode_continue(s: &str) -> Option<(u64, (String, String))> {
             v["name"].as_str()?.to_string(),
         ),
     ))
+}
+
+fn last_applied_covers(live: &Value, scope: Scope, conflicts: &[apply::Conflict]) -> bool {
+    let Some(text) = live
+        .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let Ok(last) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let allowed: std::collections::BTreeSet<String> = apply::leaves(&last, scope)
+        .iter()
+        .map(apply::path_string)
+        .collect();
+    conflicts.iter().all(|c| allowed.contains(&c.path))
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
