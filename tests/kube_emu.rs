@@ -302,6 +302,84 @@ async fn watch_sends_bookmarks_with_the_current_version() {
     emu.shutdown();
 }
 
+fn name_event<K: ResourceExt>(e: watcher::Event<K>) -> watcher::Event<String> {
+    use watcher::Event as W;
+    match e {
+        W::Init => W::Init,
+        W::InitApply(k) => W::InitApply(k.name_any()),
+        W::InitDone => W::InitDone,
+        W::Apply(k) => W::Apply(k.name_any()),
+        W::Delete(k) => W::Delete(k.name_any()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_and_metadata_watchers() {
+    use kube::runtime::{metadata_watcher, watcher::Event as W};
+    let (emu, client) = start().await;
+    let api: Api<Widget> = Api::default_namespaced(client.clone());
+    for i in 0..3 {
+        api.create(&PostParams::default(), &widget(&format!("m{i}"), "t"))
+            .await
+            .unwrap();
+    }
+    let summarize = |e: &W<String>| match e {
+        W::Init => "Init".to_string(),
+        W::InitApply(n) => format!("InitApply {n}"),
+        W::InitDone => "InitDone".to_string(),
+        W::Apply(n) => format!("Apply {n}"),
+        W::Delete(n) => format!("Delete {n}"),
+    };
+    // sendInitialEvents=true: initial ADDED events then a bookmark marking their end.
+    let mut streaming = watcher(api.clone(), watcher::Config::default().streaming_lists())
+        .map_ok(name_event)
+        .boxed();
+    // A metadata-only watcher (as used by Controller::owns).
+    let mut meta = metadata_watcher(api.clone(), watcher::Config::default())
+        .map_ok(name_event)
+        .boxed();
+    let mut got = Vec::new();
+    let mut got_meta = Vec::new();
+    for _ in 0..5 {
+        got.push(summarize(&streaming.try_next().await.unwrap().unwrap()));
+        got_meta.push(summarize(&meta.try_next().await.unwrap().unwrap()));
+    }
+    let init = [
+        "Init",
+        "InitApply m0",
+        "InitApply m1",
+        "InitApply m2",
+        "InitDone",
+    ];
+    assert_eq!(got, init);
+    assert_eq!(got_meta, init);
+    api.delete("m1", &DeleteParams::default()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), streaming.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summarize(&next), "Delete m1");
+    let next = tokio::time::timeout(Duration::from_secs(5), meta.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(summarize(&next), "Delete m1");
+    assert!(
+        emu.requests()
+            .iter()
+            .any(|r| r.query.contains("sendInitialEvents=true"))
+    );
+    // An unparsable resourceVersion is a bad request.
+    let url = format!(
+        "{}apis/example.dev/v1/namespaces/default/widgets?watch=true&resourceVersion=abc",
+        emu.url()
+    );
+    assert_eq!(reqwest::get(&url).await.unwrap().status().as_u16(), 400);
+    emu.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_writes_conflict() {
     let (emu, client) = start().await;
@@ -481,6 +559,57 @@ async fn finalizers_hold_deletion_until_removed() {
         })
         .collect();
     assert_eq!(kinds, ["MODIFIED", "DELETED"]);
+    emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::finalizer::{Event as Fin, finalizer};
+    let (emu, client) = start().await;
+    let api: Api<Widget> = Api::default_namespaced(client.clone());
+    api.create(&PostParams::default(), &widget("fin", "t"))
+        .await
+        .unwrap();
+    let cleaned = Arc::new(Mutex::new(false));
+    let run = |obj: Widget| {
+        let api = api.clone();
+        let cleaned = cleaned.clone();
+        async move {
+            finalizer(
+                &api,
+                "example.dev/cleanup",
+                Arc::new(obj),
+                |ev| async move {
+                    if let Fin::Cleanup(_) = ev {
+                        *cleaned.lock().unwrap() = true;
+                    }
+                    Ok::<_, kube::Error>(Action::await_change())
+                },
+            )
+            .await
+        }
+    };
+    run(api.get("fin").await.unwrap()).await.unwrap(); // adds the finalizer
+    let with = api.get("fin").await.unwrap();
+    assert_eq!(with.finalizers(), ["example.dev/cleanup"]);
+    run(with).await.unwrap(); // Apply
+    api.delete("fin", &DeleteParams::default()).await.unwrap();
+    let deleting = api.get("fin").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    run(deleting).await.unwrap(); // Cleanup, then the finalizer is removed
+    assert!(*cleaned.lock().unwrap());
+    assert!(api.get_opt("fin").await.unwrap().is_none());
+    let patches: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.verb == "patch")
+        .collect();
+    assert!(
+        patches
+            .iter()
+            .all(|r| r.content_type == "application/json-patch+json" && r.status == 200),
+        "{patches:?}"
+    );
     emu.shutdown();
 }
 

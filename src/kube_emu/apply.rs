@@ -455,15 +455,19 @@ pub fn apply(
     }
     merge_applied(&mut new, &scoped);
 
-    managers.retain(|m| !is_me(m));
-    managers.push(Manager {
+    // Keep the entry's position so a repeated identical apply is a no-op.
+    let entry = Manager {
         manager: manager.into(),
         operation: "Apply".into(),
         api_version: api_version.into(),
         time: now.into(),
         subresource: subresource.into(),
         fields: applied_set,
-    });
+    };
+    match managers.iter().position(is_me) {
+        Some(i) => managers[i] = entry,
+        None => managers.push(entry),
+    }
     prune(&mut managers, &new);
     set_managers(&mut new, &managers);
     Ok(new)

@@ -428,8 +428,7 @@ impl Emu {
                 }
                 json_patch::merge(&mut doc, &p)
             }
-            Kind::Json(p) => json_patch::patch(&mut doc, &p)
-                .map_err(|e| ApiError::new(422, "Invalid", e.to_string(), None))?,
+            Kind::Json(p) => json_patch_like_apiserver(&mut doc, &p)?,
         }
         if !doc.is_object() {
             return Err(ApiError::bad_request("patched object is not an object"));
@@ -935,6 +934,29 @@ fn last_applied_covers(live: &Value, scope: Scope, conflicts: &[apply::Conflict]
         .map(apply::path_string)
         .collect();
     conflicts.iter().all(|c| allowed.contains(&c.path))
+}
+
+/// RFC 6902 with the apiserver's (evanphx/json-patch) quirk: `test` of `null` against a missing
+/// path succeeds; kube's finalizer helper relies on it (`test /metadata/finalizers null`).
+fn json_patch_like_apiserver(doc: &mut Value, patch: &json_patch::Patch) -> Result<(), ApiError> {
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(doc, std::slice::from_ref(op)).map_err(|e| {
+            let msg = match e.kind {
+                json_patch::PatchErrorKind::TestFailed => {
+                    format!("testing value {} failed: test failed", e.path)
+                }
+                _ => e.to_string(),
+            };
+            ApiError::new(422, "Invalid", msg, None)
+        })?;
+    }
+    Ok(())
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {

@@ -341,6 +341,13 @@ fn route(
             )
             .map_err(ApiError::bad_request)?;
             if is_watch {
+                if let Some(rv) = q.get("resourceVersion").filter(|r| !r.is_empty())
+                    && rv.parse::<u64>().is_err()
+                {
+                    return Err(ApiError::bad_request(format!(
+                        "invalid resource version: {rv}"
+                    )));
+                }
                 let wq = WatchQuery {
                     resource_version: q.get("resourceVersion").cloned(),
                     labels,
