@@ -315,7 +315,7 @@ fn name_event<K: ResourceExt>(e: watcher::Event<K>) -> watcher::Event<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_list_and_metadata_watchers() {
-    use kube::runtime::{metadata_watcher, watcher::Event as W};
+    use kube::{core::PartialObjectMeta, runtime::watcher::Event as W};
     let (emu, client) = start().await;
     let api: Api<Widget> = Api::default_namespaced(client.clone());
     for i in 0..3 {
@@ -335,7 +335,8 @@ async fn streaming_list_and_metadata_watchers() {
         .map_ok(name_event)
         .boxed();
     // A metadata-only watcher (as used by Controller::owns).
-    let mut meta = metadata_watcher(api.clone(), watcher::Config::default())
+    let meta_api: Api<PartialObjectMeta<Widget>> = Api::default_namespaced(client.clone());
+    let mut meta = watcher(meta_api, watcher::Config::default())
         .map_ok(name_event)
         .boxed();
     let mut got = Vec::new();
