@@ -382,6 +382,92 @@ async fn streaming_list_and_metadata_watchers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_generate_name_status_put_and_delete_collection() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let (emu, client) = start().await;
+    let api: Api<Widget> = Api::default_namespaced(client.clone());
+    let dry = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &widget("dry", "t"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.name_any(), "dry");
+    assert!(
+        api.get_opt("dry").await.unwrap().is_none(),
+        "dryRun=All persists nothing"
+    );
+
+    let mut g = widget("", "t");
+    g.metadata.name = None;
+    g.metadata.generate_name = Some("gen-".into());
+    let generated = api.create(&PostParams::default(), &g).await.unwrap();
+    assert!(generated.name_any().starts_with("gen-") && generated.name_any().len() == 9);
+
+    let mut with_status = generated.clone();
+    with_status.status = Some(WidgetStatus {
+        phase: Some("Put".into()),
+        ..Default::default()
+    });
+    with_status.spec.type_ = "ignored".into();
+    let put = api
+        .replace_status(&generated.name_any(), &PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert_eq!(put.status.as_ref().unwrap().phase.as_deref(), Some("Put"));
+    assert_eq!(put.spec.type_, "t");
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let names: Vec<String> = namespaces
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.name_any())
+        .collect();
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    let team: Api<Widget> = Api::namespaced(client.clone(), "team-a");
+    team.create(&PostParams::default(), &widget("x", "t"))
+        .await
+        .unwrap();
+    let all: Api<Widget> = Api::all(client.clone());
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        1,
+        "other namespaces are untouched"
+    );
+    assert!(emu.requests().iter().any(|r| r.verb == "deletecollection"));
+    emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_writes_conflict() {
     let (emu, client) = start().await;
     let api: Api<Widget> = Api::default_namespaced(client.clone());
