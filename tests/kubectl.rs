@@ -425,7 +425,12 @@ async fn describe_shows_events() {
     );
     assert!(line.contains("(x2 over"), "{line}");
     let events = k.ok(&["get", "events"]).await;
-    assert!(events.contains("Wobbly"), "{events}");
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Wobbly") && l.contains("widget/d")),
+        "{events}"
+    );
     k.emu.shutdown();
 }
 

@@ -181,16 +181,15 @@ impl Registry {
             col("Last Seen", "date", ".lastTimestamp"),
             col("Type", "string", ".type"),
             col("Reason", "string", ".reason"),
-            col("Object", "string", ".involvedObject.name"),
+            col("Object", "string", ".involvedObject"),
             col("Message", "string", ".message"),
         ];
         reg.add(ev);
-        let mut ev2 =
-            ResourceInfo::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]);
+        let mut ev2 = ResourceInfo::builtin("events.k8s.io", "events", "event", "Event", true, &[]);
         ev2.printer_columns = vec![
             col("Type", "string", ".type"),
             col("Reason", "string", ".reason"),
-            col("Object", "string", ".regarding.name"),
+            col("Object", "string", ".regarding"),
             col("Age", "date", ".metadata.creationTimestamp"),
         ];
         reg.add(ev2);

@@ -176,6 +176,20 @@ pub fn partial(obj: &Value) -> Value {
 }
 
 fn cell(col: &super::resource::PrinterColumn, obj: &Value, now: jiff::Timestamp) -> Value {
+    if matches!(col.json_path.as_str(), ".involvedObject" | ".regarding") {
+        // Events: `kind/name` like the real server's printer.
+        let r = json_path(obj, &col.json_path);
+        let Some(r) = r.first() else {
+            return Value::Null;
+        };
+        let kind = r
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_lowercase();
+        let name = r.get("name").and_then(Value::as_str).unwrap_or_default();
+        return json!(format!("{kind}/{name}"));
+    }
     let found = json_path(obj, &col.json_path);
     let Some(first) = found.first() else {
         return Value::Null;
