@@ -468,6 +468,75 @@ async fn dry_run_generate_name_status_put_and_delete_collection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_crd_is_served_cluster_scoped_without_status_subresource() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let gadget: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.other.io"},
+        "spec": {"group": "other.io", "scope": "Cluster",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v2", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let emu = KubeEmulator::start(
+        EmuConfig {
+            crds: vec![gadget],
+            ..Default::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("other.io", "v2", "Gadget"),
+        "gadgets",
+    );
+    let api: Api<DynamicObject> = Api::all_with(emu.client(), &ar);
+    let mut g = DynamicObject::new("g1", &ar);
+    g.data = json!({"spec": {"a": 1}, "status": {"ok": true}});
+    let created = api.create(&PostParams::default(), &g).await.unwrap();
+    assert_eq!(
+        created.data["status"]["ok"], true,
+        "without a status subresource, status is part of the object"
+    );
+    let patched = api
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ok": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["ok"], false);
+    assert_eq!(patched.metadata.generation, Some(1), "status is not spec");
+    let err = api_err(
+        api.patch_status("g1", &PatchParams::default(), &Patch::Merge(json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 404);
+    assert_eq!(
+        api.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    let http = reqwest::Client::new();
+    let res: Value = http
+        .get(format!("{}apis/other.io/v2", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(res["resources"][0]["namespaced"], false);
+    assert_eq!(res["resources"].as_array().unwrap().len(), 1);
+    emu.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_writes_conflict() {
     let (emu, client) = start().await;
     let api: Api<Widget> = Api::default_namespaced(client.clone());
