@@ -52,6 +52,15 @@ pub fn now() -> String {
         .to_string()
 }
 
+/// The form field selectors evaluate: the stored object itself unless the view renames fields.
+pub fn selectable<'a>(res: &ResourceInfo, stored: &'a Value) -> std::borrow::Cow<'a, Value> {
+    if res.group == "events.k8s.io" && res.plural == "events" {
+        std::borrow::Cow::Owned(events::core_to_events_v1(stored))
+    } else {
+        std::borrow::Cow::Borrowed(stored)
+    }
+}
+
 /// Storage form → served form.
 pub fn to_view(res: &ResourceInfo, stored: &Value) -> Value {
     if res.group == "events.k8s.io" && res.plural == "events" {
@@ -852,10 +861,10 @@ impl Emu {
             if !q.labels.is_empty() && !q.labels.matches(obj) {
                 continue;
             }
-            let view = to_view(res, obj);
-            if !q.fields.is_empty() && !q.fields.matches(&view) {
+            if !q.fields.is_empty() && !q.fields.matches(&selectable(res, obj)) {
                 continue;
             }
+            let view = to_view(res, obj);
             if let Some(l) = limit
                 && items.len() == l
             {

@@ -43,23 +43,26 @@ struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, stored: &Value) -> Option<Value> {
+    fn passes(&self, stored: &Value) -> bool {
         if let Some(ns) = &self.ns
             && stored
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
                 != Some(ns.as_str())
         {
-            return None;
+            return false;
         }
         if !self.labels.is_empty() && !self.labels.matches(stored) {
-            return None;
+            return false;
         }
-        let view = to_view(&self.res, stored);
-        if !self.fields.is_empty() && !self.fields.matches(&view) {
-            return None;
-        }
-        Some(view)
+        self.fields.is_empty()
+            || self
+                .fields
+                .matches(&super::ops::selectable(&self.res, stored))
+    }
+
+    fn matches(&self, stored: &Value) -> Option<Value> {
+        self.passes(stored).then(|| to_view(&self.res, stored))
     }
 
     fn render(&self, view: &Value) -> Value {
@@ -76,32 +79,26 @@ impl Filter {
         }
     }
 
-    /// The event (type, object) a change produces for this watcher, if any.
+    /// The event (type, object) a change produces for this watcher, if any. An object that
+    /// stops matching the selectors is reported DELETED, one that starts matching ADDED.
     fn event(&self, c: &Change) -> Option<(&'static str, Value)> {
-        let now = self.matches(&c.object);
-        let before = c.prev.as_ref().and_then(|p| self.matches(p));
+        let now = self.passes(&c.object);
+        let before = c.prev.as_ref().is_some_and(|p| self.passes(p));
         match (c.kind, before, now) {
-            (ChangeType::Deleted, Some(_), Some(v)) | (ChangeType::Deleted, None, Some(v)) => {
-                Some(("DELETED", v))
+            (ChangeType::Deleted, b, n) if b || n => {
+                Some(("DELETED", to_view(&self.res, &c.object)))
             }
-            (ChangeType::Deleted, Some(_), None) => {
-                let mut v = to_view(&self.res, &c.object);
-                if v.is_null() {
-                    return None;
-                }
+            (ChangeType::Added, _, true) | (ChangeType::Modified, false, true) => {
+                Some(("ADDED", to_view(&self.res, &c.object)))
+            }
+            (ChangeType::Modified, true, true) => Some(("MODIFIED", to_view(&self.res, &c.object))),
+            (ChangeType::Modified, true, false) => {
+                let prev = c.prev.as_deref().unwrap_or(&c.object);
+                let mut v = to_view(&self.res, prev);
                 v["metadata"]["resourceVersion"] = json!(c.rv.to_string());
                 Some(("DELETED", v))
             }
-            (ChangeType::Deleted, None, None) => None,
-            (_, None, Some(v)) => Some(("ADDED", v)),
-            (ChangeType::Added, Some(_), Some(v)) => Some(("ADDED", v)),
-            (_, Some(_), Some(v)) => Some(("MODIFIED", v)),
-            (_, Some(_), None) => {
-                let mut v = to_view(&self.res, &c.object);
-                v["metadata"]["resourceVersion"] = json!(c.rv.to_string());
-                Some(("DELETED", v))
-            }
-            (_, None, None) => None,
+            _ => None,
         }
     }
 
