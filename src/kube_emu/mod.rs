@@ -4,38 +4,76 @@
 //! real `kubectl` (1.32) work against it unmodified. It powers integration tests, the
 //! `droplet-operator sandbox` command and benchmarks.
 //!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use droplet_operator::kube_emu::{EmuConfig, KubeEmulator};
+//! let emu = KubeEmulator::start(EmuConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! emu.write_kubeconfig(std::path::Path::new("kubeconfig"), "default")?; // for kubectl
+//! let client = emu.client(); // a kube::Client, default namespace "default"
+//! # drop(client);
+//! emu.shutdown();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Emulated
 //! - Plain HTTP on 127.0.0.1, no authentication; a kubeconfig writer ([`EmuHandle::write_kubeconfig`]).
 //! - `/version` (reports 1.32 so the kubectl dispatcher runs its own 1.32), `/healthz`, `/readyz`, `/livez`.
 //! - Discovery: aggregated `apidiscovery.k8s.io/v2` for `/api` and `/apis` (when the Accept asks
-//!   for it) and legacy APIVersions / APIGroupList / APIGroup / APIResourceList.
-//! - OpenAPI v3 index and per group-version documents (CRD schemas, GVK extensions,
-//!   `fieldValidation` on PATCH so kubectl validates server-side). `/openapi/v2` answers 404,
-//!   which kubectl tolerates on the apply update path.
-//! - Resources: every configured CRD version; core v1 Namespaces (seeded `default`,
-//!   `kube-system`), Secrets, ConfigMaps, Events; `events.k8s.io/v1` Events (a second view of the
-//!   core Events store); `coordination.k8s.io/v1` Leases.
-//! - create / get / list / watch / update / patch (merge, JSON patch, strategic merge for
-//!   built-ins treated as merge, server-side apply) / delete / deletecollection, `dryRun=All`.
-//! - One global resourceVersion; watch replay from a bounded history ring, 410 Expired, bookmarks,
-//!   `timeoutSeconds`, `sendInitialEvents`; list pagination (`limit`/`continue`); label and field
-//!   selectors; optimistic concurrency (409); `metadata.generation` bumped on spec changes only;
-//!   status subresource; finalizers and deletionTimestamp; managedFields with apply conflicts.
-//! - An [`Admission`] hook before every persisted write (422 Invalid Status on rejection,
-//!   warnings as `Warning` headers).
-//! - Table (`as=Table`) and PartialObjectMetadata(List) responses.
-//! - A request log ([`EmuHandle::requests`]) with the parsed verb and resource.
+//!   for it, with the exact `as=APIGroupDiscoveryList` Content-Type) and legacy APIVersions /
+//!   APIGroupList / APIGroup / APIResourceList (short names, categories, verbs, `/status`).
+//! - OpenAPI v3 index and per group-version documents: CRD schemas (so `kubectl explain` works),
+//!   `x-kubernetes-group-version-kind` on schemas and operations, `fieldValidation` on PATCH so
+//!   kubectl validates server-side. PATCH bodies list no strategic-merge type, so kubectl computes
+//!   JSON merge patches for custom resources (as against a real server) without warnings.
+//!   **`/openapi/v2` answers 404**: kubectl tolerates it on the apply update path and uses v3
+//!   everywhere else; serving v2 would need the protobuf encoding kubectl asks for.
+//! - Resources: every configured CRD version (namespaced or cluster-scoped, with or without a
+//!   status subresource); core v1 Namespaces (seeded `default`, `kube-system`, `kube-public`,
+//!   `kube-node-lease`), Secrets (`stringData` folded into `data`), ConfigMaps, Events;
+//!   `events.k8s.io/v1` Events as a second view of the core Events store (regarding ↔
+//!   involvedObject, note ↔ message, reportingController ↔ source.component/reportingComponent,
+//!   series.count ↔ count, deprecated* ↔ legacy fields) so `kubectl describe` shows what kube's
+//!   `Recorder` publishes; `coordination.k8s.io/v1` Leases (kube-lease-manager works).
+//! - create / get / list / watch / update / patch / delete / deletecollection, `dryRun=All`.
+//!   Patches: JSON merge, JSON patch (a failing `test` → 422; `test` of null on a missing path
+//!   passes like the apiserver), strategic merge (treated as merge for built-ins; 415 for custom
+//!   resources, like the real server), server-side apply (JSON or YAML body, `fieldManager`
+//!   required, `force`, creates missing objects, conflicts reported with the real wording and
+//!   `FieldManagerConflict` causes; `kubectl apply --server-side` takes over fields listed in
+//!   `last-applied-configuration` like the real lastAppliedManager).
+//! - One global resourceVersion; watch replay from a bounded history ring, 410 Expired (as an
+//!   ERROR event, and for lists with `resourceVersionMatch=Exact` or an old continue token),
+//!   periodic bookmarks with the current RV, `timeoutSeconds`, `sendInitialEvents` with the
+//!   initial-events-end bookmark, selection enter/leave as ADDED/DELETED; list pagination
+//!   (`limit`/`continue`, the token carries RV + last key); label selectors (`=`, `==`, `!=`,
+//!   `in`, `notin`, exists, `!exists`) and field selectors (`metadata.name`, `metadata.namespace`,
+//!   any event field such as `involvedObject.name`, Secret `type`); optimistic concurrency
+//!   (409 for a stale `metadata.resourceVersion` in PUT, any PATCH or apply); no-op writes keep the
+//!   resourceVersion; `metadata.generation` bumped on spec (non-metadata, non-status) changes only;
+//!   status subresource (status writes change only status; main writes ignore status; status is
+//!   dropped on create); finalizers and deletionTimestamp; managedFields.
+//! - An [`Admission`] hook before every persisted write, with the merged object and the old one
+//!   (422 Invalid Status on rejection, formatted like the real server; warnings as
+//!   `Warning: 299 - "..."` headers).
+//! - Table (`as=Table`, v1 and v1beta1; printer columns, `date` columns as relative ages,
+//!   `includeObject`) and PartialObjectMetadata(List) responses, also on watches.
+//! - Protobuf request bodies for v1 Secrets, ConfigMaps and Namespaces (what `kubectl create
+//!   secret|configmap|namespace` sends); responses are always JSON.
+//! - A request log ([`EmuHandle::requests`]) with the parsed verb and resource, for RBAC checks.
 //!
 //! # Not emulated
-//! - Authentication, authorization/RBAC enforcement (calls are only logged), admission webhooks.
+//! - Authentication, authorization/RBAC enforcement (calls are only logged), admission webhooks,
+//!   API priority and fairness, HTTP/2 specifics, CBOR, protobuf responses.
 //! - Garbage collection of owned objects, namespace finalization (deleting a namespace does not
-//!   delete its contents), graceful deletion periods.
-//! - Version conversion between CRD versions (objects are served with the requested apiVersion
-//!   unchanged), protobuf, CBOR, HTTP/2 specifics, `/openapi/v2`.
-//! - Full structured-merge-diff: lists are atomic in managedFields (no list-map keys), strategic
-//!   merge patch directives are not interpreted.
-//! - Consistent snapshots for paginated lists (later pages show current state; the continue
-//!   token carries the first page's resourceVersion so a following watch replays changes).
+//!   delete its contents), graceful deletion periods, Secret/ConfigMap immutability.
+//! - Conversion between CRD versions (objects are served with the requested apiVersion and
+//!   otherwise unchanged), CRD defaulting/pruning/validation unless the admission hook does it.
+//! - Full structured-merge-diff: managedFields treat lists as atomic (no list-map keys), and
+//!   strategic-merge-patch directives (`$patch`, `$setElementOrder`) are not interpreted.
+//! - Consistent snapshots for paginated lists (later pages show current state; the continue token
+//!   carries the first page's resourceVersion so a following watch replays the changes).
+//! - `resourceVersion` "too large" waits: a list or watch from a future RV is served immediately.
 
 pub mod admission;
 pub mod apply;

@@ -13,7 +13,7 @@ use axum::{
     extract::{Request, State},
     response::Response,
 };
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -185,7 +185,7 @@ pub async fn handle(State(emu): State<Arc<Emu>>, req: Request) -> Response {
             return resp;
         }
     };
-    let resp = route(&emu, &parts.method, &parts.headers, &body, &mut rec);
+    let resp = route(&emu, &parts.method, &body, &mut rec);
     rec.status = resp.status().as_u16();
     tracing::debug!(method = %rec.method, path = %rec.path, query = %rec.query, status = rec.status, "kube-emu request");
     emu.requests
@@ -195,13 +195,7 @@ pub async fn handle(State(emu): State<Arc<Emu>>, req: Request) -> Response {
     resp
 }
 
-fn route(
-    emu: &Arc<Emu>,
-    method: &Method,
-    headers: &HeaderMap,
-    body: &[u8],
-    rec: &mut EmuRequest,
-) -> Response {
+fn route(emu: &Arc<Emu>, method: &Method, body: &[u8], rec: &mut EmuRequest) -> Response {
     let accept = rec.accept.clone();
     let path = rec.path.trim_end_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -456,7 +450,6 @@ fn route(
             "the server does not allow this method on the requested resource".to_string(),
         )),
     })();
-    let _ = headers;
     match result {
         Ok(r) => r,
         Err(e) => error_response(&e),
