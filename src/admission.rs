@@ -529,3 +529,61 @@ pub fn invalid_message(kind_group: &str, name: &str, errors: &[FieldError]) -> S
     };
     format!("{kind_group} \"{name}\" is invalid: {joined}")
 }
+
+/// Admission for the Kubernetes emulator: every served CRD is validated by its own schema and CEL rules, as a
+/// real apiserver would; built-in resources are accepted as they are.
+pub struct CrdAdmission {
+    validators: Vec<(String, String, SchemaValidator)>,
+}
+
+impl CrdAdmission {
+    /// Admission for these CRDs.
+    pub fn new(crds: &[CustomResourceDefinition]) -> CrdAdmission {
+        let validators = crds
+            .iter()
+            .filter_map(|crd| {
+                SchemaValidator::for_crd(crd)
+                    .map(|v| (crd.spec.group.clone(), crd.spec.names.plural.clone(), v))
+            })
+            .collect();
+        CrdAdmission { validators }
+    }
+}
+
+impl crate::kube_emu::Admission for CrdAdmission {
+    fn admit(
+        &self,
+        resource: &crate::kube_emu::ResourceInfo,
+        _subresource: Option<&str>,
+        new: &mut Value,
+        old: Option<&Value>,
+        strict: bool,
+    ) -> Result<Vec<String>, Vec<crate::kube_emu::FieldError>> {
+        let Some((_, _, validator)) = self
+            .validators
+            .iter()
+            .find(|(g, p, _)| *g == resource.group && *p == resource.plural)
+        else {
+            return Ok(Vec::new());
+        };
+        validator
+            .admit(new, old, strict)
+            .map(|()| Vec::new())
+            .map_err(|errs| {
+                errs.into_iter()
+                    .map(|e| {
+                        use crate::kube_emu::FieldErrorReason as R;
+                        let reason = match e.reason {
+                            FieldReason::Required => R::Required,
+                            FieldReason::Invalid => R::Invalid,
+                            FieldReason::NotSupported => R::NotSupported,
+                            FieldReason::Forbidden => R::Forbidden,
+                            FieldReason::TypeInvalid => R::TypeInvalid,
+                            FieldReason::TooLong => R::TooLong,
+                        };
+                        crate::kube_emu::FieldError::new(e.field, reason, e.detail)
+                    })
+                    .collect()
+            })
+    }
+}

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use droplet_operator::digitalocean::Token;
 use droplet_operator::operator::{self, OperatorConfig};
+use droplet_operator::sandbox::{Sandbox, SandboxOptions};
+use droplet_operator::sim::Faults;
 use droplet_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -27,6 +29,66 @@ enum Command {
     Crd,
     /// Run the controller against the cluster from KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    /// A local playground: emulated Kubernetes API + simulated DigitalOcean API (+ the controller) on loopback.
+    Sandbox(SandboxArgs),
+    /// Sandbox + apply every manifest in examples/ + wait + print the table; exit 0 when each ended as documented.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    /// Use this DigitalOcean API instead of the simulator (for example the real one, with DIGITALOCEAN_TOKEN).
+    #[arg(long)]
+    do_api_url: Option<url::Url>,
+    /// Run only the two servers (start `droplet-operator run` yourself against them).
+    #[arg(long)]
+    no_controller: bool,
+    /// Generated droplets on top of the example droplets: IDs 200001.., tags gen and gen-<i mod 10>.
+    #[arg(long, default_value_t = 0)]
+    droplets: u32,
+    /// Every simulated action takes this many seconds (default: per-type durations, 3 s for power actions to 60 s for snapshots).
+    #[arg(long)]
+    action_seconds: Option<f64>,
+    /// Fraction of simulated requests answered with 500 and no effect.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Fraction of POSTs applied but answered by dropping the connection (the ambiguous case).
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Fraction of actions that end errored.
+    #[arg(long, default_value_t = 0.0)]
+    errored_rate: f64,
+    /// Added latency per simulated request, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Simulated rate limit per minute (0: off).
+    #[arg(long, default_value_t = 250)]
+    rate_limit_per_minute: u32,
+    /// Port of the Kubernetes API (default: a free port).
+    #[arg(long, default_value_t = 0)]
+    kube_port: u16,
+    /// Port of the DigitalOcean simulator (default: a free port).
+    #[arg(long, default_value_t = 0)]
+    do_port: u16,
+    /// Where the kubeconfig and sandbox.env are written.
+    #[arg(long, default_value = ".sandbox")]
+    state_dir: PathBuf,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Directory of DropletAction manifests, each with an `# expect: <Phase>` comment.
+    #[arg(long, default_value = "examples")]
+    examples: PathBuf,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 180)]
+    timeout_seconds: u64,
+    /// Where the kubeconfig and sandbox.env are written.
+    #[arg(long, default_value = ".sandbox")]
+    state_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -94,6 +156,70 @@ async fn run(args: RunArgs) -> Result<(), String> {
     operator::run(client, cfg, operator::shutdown_signal()).await
 }
 
+async fn sandbox(args: SandboxArgs) -> Result<(), String> {
+    telemetry::init(args.log_format);
+    let do_token = if args.do_api_url.is_some() {
+        std::env::var("DIGITALOCEAN_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty())
+            .map(Token::new)
+    } else {
+        None
+    };
+    let faults = Faults {
+        server_error_rate: args.error_rate,
+        drop_after_apply_rate: args.drop_rate,
+        errored_rate: args.errored_rate,
+        latency: Duration::from_millis(args.latency_ms),
+        ..Faults::default()
+    };
+    let opts = SandboxOptions {
+        do_api_url: args.do_api_url,
+        do_token,
+        controller: !args.no_controller,
+        droplets: args.droplets,
+        action_seconds: args.action_seconds,
+        faults,
+        rate_limit_per_minute: (args.rate_limit_per_minute > 0)
+            .then_some(args.rate_limit_per_minute),
+        kube_port: args.kube_port,
+        do_port: args.do_port,
+        state_dir: args.state_dir,
+        ..SandboxOptions::default()
+    };
+    let sandbox = Sandbox::start(opts).await?;
+    println!("droplet-operator sandbox is running (Ctrl-C to stop).");
+    print!("{}", sandbox.env_contents());
+    println!(
+        "Written to {}. In another shell:",
+        sandbox.env_file.display()
+    );
+    println!("  set -a; source {}; set +a", sandbox.env_file.display());
+    println!("  kubectl apply -f crds/ -f examples/reboot.yaml && kubectl get dropletactions -w");
+    operator::shutdown_signal().await;
+    sandbox.stop().await;
+    Ok(())
+}
+
+async fn demo(args: DemoArgs) -> Result<bool, String> {
+    telemetry::init(LogFormat::Text);
+    let opts = SandboxOptions {
+        // Simulated actions take 5% of their documented time and the controller polls 10x faster, so the
+        // whole set finishes in seconds while keeping the relative timing of the real thing.
+        duration_scale: 0.05,
+        poll_scale: 0.1,
+        do_timeout: Duration::from_secs(5),
+        state_dir: args.state_dir,
+        ..SandboxOptions::default()
+    };
+    droplet_operator::demo::run(
+        &args.examples,
+        opts,
+        Duration::from_secs(args.timeout_seconds),
+    )
+    .await
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -102,6 +228,12 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        Command::Sandbox(args) => runtime().and_then(|rt| rt.block_on(sandbox(args))),
+        Command::Demo(args) => match runtime().and_then(|rt| rt.block_on(demo(args))) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,8 @@ pub struct Context {
     pub wake: mpsc::UnboundedSender<ObjectRef<DropletAction>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// UIDs of resources this controller finished; the caches may lag behind their final status.
+    pub finished: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// How to run the controller.
@@ -161,6 +163,7 @@ pub async fn run(
         config: options.decide.clone(),
         wake: wake_tx,
         metrics: metrics.clone(),
+        finished: Default::default(),
     });
 
     // Fan wake-ups out to every namespace's controller; each picks its own.

@@ -14,7 +14,10 @@ use kube::ResourceExt;
 use super::decide::{Gate, droplets_of};
 use crate::crd::{DropletAction, Phase};
 
-fn sort_key(da: &DropletAction) -> (Option<jiff::Timestamp>, String, String) {
+/// Creation order: timestamp, then namespace and name.
+type SortKey = (Option<jiff::Timestamp>, String, String);
+
+fn sort_key(da: &DropletAction) -> SortKey {
     (
         da.metadata.creation_timestamp.as_ref().map(|t| t.0),
         da.namespace().unwrap_or_default(),
@@ -53,16 +56,25 @@ pub fn droplets(da: &DropletAction) -> BTreeSet<i64> {
         .collect()
 }
 
-/// May `me` start now, given every DropletAction the controller knows?
-pub fn gate(me: &DropletAction, all: &[Arc<DropletAction>]) -> Gate {
+/// May `me` start now, given every DropletAction the controller knows? `finished` holds the UIDs of resources
+/// this controller just finished: the cache may not show their final status yet.
+pub fn gate(me: &DropletAction, all: &[Arc<DropletAction>], finished: &BTreeSet<String>) -> Gate {
     let mine = droplets(me);
     if mine.is_empty() {
         return Gate::Free;
     }
     let my_key = sort_key(me);
-    let mut blockers: Vec<(bool, (Option<jiff::Timestamp>, String, String), i64)> = Vec::new();
+    let mut blockers: Vec<(bool, SortKey, i64)> = Vec::new();
     for other in all {
         if is_same(me, other) || other.phase().is_terminal() {
+            continue;
+        }
+        if other
+            .metadata
+            .uid
+            .as_ref()
+            .is_some_and(|u| finished.contains(u))
+        {
             continue;
         }
         let Some(shared) = droplets(other).intersection(&mine).next().copied() else {
@@ -133,16 +145,17 @@ mod tests {
         let b = da("snapshot", 11, 1, None);
         let c = da("power-on", 12, 1, None);
         let all = vec![a.clone(), b.clone(), c.clone()];
-        assert_eq!(gate(&a, &all), Gate::Free);
+        let none = BTreeSet::new();
+        assert_eq!(gate(&a, &all, &none), Gate::Free);
         assert_eq!(
-            gate(&b, &all),
+            gate(&b, &all, &none),
             Gate::Blocked {
                 by: "default/shutdown".into(),
                 droplet: 1
             }
         );
         assert_eq!(
-            gate(&c, &all),
+            gate(&c, &all, &none),
             Gate::Blocked {
                 by: "default/shutdown".into(),
                 droplet: 1
@@ -155,7 +168,7 @@ mod tests {
         let a = da("done", 10, 1, Some(Phase::Succeeded));
         let b = da("other-droplet", 9, 2, Some(Phase::Running));
         let c = da("me", 11, 1, None);
-        assert_eq!(gate(&c, &[a, b, c.clone()]), Gate::Free);
+        assert_eq!(gate(&c, &[a, b, c.clone()], &BTreeSet::new()), Gate::Free);
     }
 
     #[test]
@@ -163,7 +176,7 @@ mod tests {
         let early = da("early", 10, 1, Some(Phase::Pending));
         let running = da("late", 20, 1, Some(Phase::Running));
         assert_eq!(
-            gate(&early, &[early.clone(), running]),
+            gate(&early, &[early.clone(), running.clone()], &BTreeSet::new()),
             Gate::Blocked {
                 by: "default/late".into(),
                 droplet: 1

@@ -76,7 +76,7 @@ pub fn merge_diff(old: &Value, new: &Value) -> Value {
 
 /// What a status write concluded.
 enum Written {
-    Ok(DropletAction),
+    Ok(Box<DropletAction>),
     /// The object changed since it was read (409): start over from the watch's newer copy.
     Conflict,
 }
@@ -90,7 +90,7 @@ async fn write_status(
 ) -> Result<Written, Error> {
     let old = obj.status.clone().unwrap_or_default();
     if &old == status {
-        return Ok(Written::Ok(obj.clone()));
+        return Ok(Written::Ok(Box::new(obj.clone())));
     }
     let old_v = serde_json::to_value(&old).map_err(Error::Serialize)?;
     let new_v = serde_json::to_value(status).map_err(Error::Serialize)?;
@@ -106,8 +106,11 @@ async fn write_status(
         .patch_status(&obj.name_any(), &params, &Patch::Merge(&patch))
         .await
     {
-        Ok(updated) => Ok(Written::Ok(updated)),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Written::Conflict),
+        Ok(updated) => Ok(Written::Ok(Box::new(updated))),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            debug!(message = %s.message, "status write conflicted; retrying from the newer object");
+            Ok(Written::Conflict)
+        }
         Err(e) => Err(Error::Kube(e)),
     }
 }
@@ -136,6 +139,17 @@ fn all_known(ctx: &Context) -> Vec<Arc<DropletAction>> {
 
 /// Wakes DropletActions queued behind `obj` on the same droplets, once `obj` finished.
 fn wake_waiters(ctx: &Context, obj: &DropletAction) {
+    if let Some(uid) = &obj.metadata.uid {
+        let mut finished = ctx.finished.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget entries the caches caught up with, so the set stays small.
+        let known = all_known(ctx);
+        finished.retain(|u| {
+            known
+                .iter()
+                .any(|d| d.metadata.uid.as_ref() == Some(u) && !d.phase().is_terminal())
+        });
+        finished.insert(uid.clone());
+    }
     for other in ordering::waiting_on(obj, &all_known(ctx)) {
         let _ = ctx.wake.send(ObjectRef::from_obj(&*other));
     }
@@ -158,6 +172,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     let spec = obj.spec.clone();
     let generation = obj.metadata.generation.unwrap_or(1);
     let was_terminal = obj.phase().is_terminal();
+    debug!(rv = ?obj.metadata.resource_version, actions = ?obj.status.as_ref().map(|s| s.actions.iter().map(|a| (a.id, a.status.clone())).collect::<Vec<_>>()), "reconcile start");
     let mut tracked = false;
 
     // The token is needed for everything but finished resources.
@@ -186,10 +201,20 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         }
     };
 
+    // `obj` is always the object as stored (the base of every status diff); `working` carries observations
+    // that are not written yet (polled action statuses) into the next decision.
+    let mut working: Option<DropletActionStatus> = None;
     for _ in 0..MAX_STEPS {
-        let status = obj.status.clone().unwrap_or_default();
+        let status = working
+            .take()
+            .unwrap_or_else(|| obj.status.clone().unwrap_or_default());
         let gate = if status.actions.is_empty() {
-            ordering::gate(&obj, &all_known(&ctx))
+            let finished = ctx
+                .finished
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            ordering::gate(&obj, &all_known(&ctx), &finished)
         } else {
             Gate::Free
         };
@@ -209,7 +234,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             config: &ctx.config,
         };
         let next = decide::decide(&input);
-        debug!(step = ?std::mem::discriminant(&next), "decided");
+        debug!(?next, "decided");
         match next {
             Next::Update(Update {
                 status,
@@ -283,7 +308,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                                 ));
                         }
                         match write_status(&api, &obj, &st).await? {
-                            Written::Ok(updated) => obj = updated,
+                            Written::Ok(updated) => obj = *updated,
                             Written::Conflict => {
                                 return Ok(Requeue::requeue(Duration::from_millis(200)));
                             }
@@ -331,7 +356,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 // 1. Record the intent. If this write fails nothing was sent; if the process dies after it, the
                 //    next reconcile adopts instead of re-sending.
                 match write_status(&api, &obj, &init.intent_status).await? {
-                    Written::Ok(updated) => obj = updated,
+                    Written::Ok(updated) => obj = *updated,
                     Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
                 }
                 // 2. Send it. The client never retries a request that may have been applied.
@@ -399,7 +424,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         match write_status(&api, &obj, &u.status).await? {
                             Written::Ok(updated) => {
                                 publish(&ctx, &updated, &u.note).await;
-                                obj = updated;
+                                obj = *updated;
                             }
                             Written::Conflict => {
                                 return Ok(Requeue::requeue(Duration::from_millis(200)));
@@ -415,7 +440,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                     AdoptOutcome::NothingStarted(st) => {
                         info!("no action matches the recorded initiation; it did not start");
                         match write_status(&api, &obj, &st).await? {
-                            Written::Ok(updated) => obj = updated,
+                            Written::Ok(updated) => obj = *updated,
                             Written::Conflict => {
                                 return Ok(Requeue::requeue(Duration::from_millis(200)));
                             }
@@ -431,7 +456,10 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                     BTreeMap::new()
                 } else {
                     match ctx.tracker.observe(token, &t.in_progress, t.max_age).await {
-                        Ok(o) => o,
+                        Ok(o) => {
+                            debug!(observed = ?o.values().map(|a| (a.id, a.status.clone())).collect::<Vec<_>>(), "tracked");
+                            o
+                        }
                         Err(e) => {
                             return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
                         }
@@ -449,9 +477,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         }
                     }
                 }
-                let mut new_obj = obj.clone();
-                new_obj.status = Some(decide::after_track(&status, &observed, &images));
-                obj = new_obj;
+                working = Some(decide::after_track(&status, &observed, &images));
                 tracked = true;
             }
         }
