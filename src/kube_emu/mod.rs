@@ -112,6 +112,8 @@ pub struct EmuConfig {
     pub watch_history: usize,
     /// How often watches with `allowWatchBookmarks=true` get a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// How many requests [`EmuHandle::requests`] keeps (the oldest are dropped; 0 = no log).
+    pub request_log_limit: usize,
 }
 
 impl Default for EmuConfig {
@@ -121,6 +123,7 @@ impl Default for EmuConfig {
             admission: Arc::new(NoAdmission),
             watch_history: 20_000,
             bookmark_interval: Duration::from_secs(5),
+            request_log_limit: 100_000,
         }
     }
 }
@@ -151,6 +154,7 @@ impl KubeEmulator {
             config.watch_history,
             config.bookmark_interval,
             local,
+            config.request_log_limit,
         ));
         let ns = emu
             .reg
@@ -231,13 +235,15 @@ impl EmuHandle {
         kube::Client::try_from(config).expect("kube client for the emulator")
     }
 
-    /// Every request served so far.
+    /// The requests served so far (the last `request_log_limit`), oldest first.
     pub fn requests(&self) -> Vec<EmuRequest> {
         self.emu
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Forget the request log.

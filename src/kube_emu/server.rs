@@ -69,7 +69,8 @@ pub struct Emu {
     pub(crate) store: Mutex<StoreInner>,
     pub(crate) admission: Arc<dyn Admission>,
     pub(crate) bookmark_interval: Duration,
-    pub(crate) requests: Mutex<Vec<EmuRequest>>,
+    pub(crate) requests: Mutex<std::collections::VecDeque<EmuRequest>>,
+    pub(crate) request_limit: usize,
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_rx: watch::Receiver<bool>,
     pub(crate) addr: SocketAddr,
@@ -82,6 +83,7 @@ impl Emu {
         history: usize,
         bookmark_interval: Duration,
         addr: SocketAddr,
+        request_limit: usize,
     ) -> Self {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Self {
@@ -89,11 +91,25 @@ impl Emu {
             store: Mutex::new(StoreInner::new(history)),
             admission,
             bookmark_interval,
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(std::collections::VecDeque::new()),
+            request_limit,
             shutdown_tx,
             shutdown_rx,
             addr,
         }
+    }
+}
+
+impl Emu {
+    fn log(&self, rec: EmuRequest) {
+        if self.request_limit == 0 {
+            return;
+        }
+        let mut log = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        while log.len() >= self.request_limit {
+            log.pop_front();
+        }
+        log.push_back(rec);
     }
 }
 
@@ -178,20 +194,14 @@ pub async fn handle(State(emu): State<Arc<Emu>>, req: Request) -> Response {
         Err(e) => {
             let resp = error_response(&ApiError::bad_request(format!("reading body: {e}")));
             rec.status = 400;
-            emu.requests
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(rec);
+            emu.log(rec);
             return resp;
         }
     };
     let resp = route(&emu, &parts.method, &body, &mut rec);
     rec.status = resp.status().as_u16();
     tracing::debug!(method = %rec.method, path = %rec.path, query = %rec.query, status = rec.status, "kube-emu request");
-    emu.requests
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(rec);
+    emu.log(rec);
     resp
 }
 
