@@ -23,8 +23,49 @@ pub enum Scope {
 
 const TRACKED_META: [&str; 4] = ["labels", "annotations", "finalizers", "ownerReferences"];
 
-/// Tracked leaves of an object within `scope`.
-pub fn leaves(obj: &Value, scope: Scope) -> FieldSet {
+/// The schema of property `k` of an object schema (or its `additionalProperties`).
+fn child_schema<'a>(schema: Option<&'a Value>, k: &str) -> Option<&'a Value> {
+    let s = schema?;
+    s.get("properties")
+        .and_then(|p| p.get(k))
+        .or_else(|| s.get("additionalProperties").filter(|a| a.is_object()))
+}
+
+/// The key names of an `x-kubernetes-list-type: map` list schema.
+fn list_map_keys(schema: Option<&Value>) -> Option<Vec<&str>> {
+    let s = schema?;
+    if s.get("x-kubernetes-list-type").and_then(Value::as_str) != Some("map") {
+        return None;
+    }
+    let keys: Vec<&str> = s
+        .get("x-kubernetes-list-map-keys")?
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    (!keys.is_empty()).then_some(keys)
+}
+
+/// `k:{"type":"Ready"}` for a list-map item, if it carries every key.
+fn key_segment(item: &Value, keys: &[&str]) -> Option<String> {
+    let mut m = Map::new();
+    for k in keys {
+        m.insert((*k).to_string(), item.get(*k)?.clone());
+    }
+    Some(format!("k:{}", Value::Object(m)))
+}
+
+fn item_matches(item: &Value, seg: &str) -> bool {
+    let Some(Ok(Value::Object(key))) = seg.strip_prefix("k:").map(serde_json::from_str::<Value>)
+    else {
+        return false;
+    };
+    key.iter().all(|(k, v)| item.get(k) == Some(v))
+}
+
+/// Tracked leaves of an object within `scope`. With a schema, lists marked
+/// `x-kubernetes-list-type: map` are tracked per item (`k:{...}` segments); other lists are atomic.
+pub fn leaves(obj: &Value, scope: Scope, schema: Option<&Value>) -> FieldSet {
     let mut out = FieldSet::new();
     let Some(m) = obj.as_object() else { return out };
     for (k, v) in m {
@@ -37,26 +78,54 @@ pub fn leaves(obj: &Value, scope: Scope) -> FieldSet {
                 if let Some(meta) = v.as_object() {
                     for mk in TRACKED_META {
                         if let Some(mv) = meta.get(mk) {
-                            walk(mv, vec!["f:metadata".into(), format!("f:{mk}")], &mut out);
+                            walk(
+                                mv,
+                                vec!["f:metadata".into(), format!("f:{mk}")],
+                                &mut out,
+                                None,
+                            );
                         }
                     }
                 }
             }
             "status" if scope == Scope::NoStatus => {}
             _ if scope == Scope::StatusOnly && k != "status" => {}
-            _ => walk(v, vec![format!("f:{k}")], &mut out),
+            _ => walk(v, vec![format!("f:{k}")], &mut out, child_schema(schema, k)),
         }
     }
     out
 }
 
-fn walk(v: &Value, path: FieldPath, out: &mut FieldSet) {
+fn walk(v: &Value, path: FieldPath, out: &mut FieldSet, schema: Option<&Value>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {
                 let mut p = path.clone();
                 p.push(format!("f:{k}"));
-                walk(c, p, out);
+                walk(c, p, out, child_schema(schema, k));
+            }
+        }
+        // An empty list-map claims no items (other managers' items stay).
+        Value::Array(items) if items.is_empty() && list_map_keys(schema).is_some() => {}
+        Value::Array(items) if !items.is_empty() => {
+            let keyed = list_map_keys(schema).and_then(|keys| {
+                items
+                    .iter()
+                    .map(|i| key_segment(i, &keys).filter(|_| i.is_object()))
+                    .collect::<Option<Vec<_>>>()
+            });
+            let Some(segs) = keyed else {
+                out.insert(path);
+                return;
+            };
+            let item_schema = schema.and_then(|s| s.get("items"));
+            for (item, seg) in items.iter().zip(segs) {
+                for (k, c) in item.as_object().into_iter().flatten() {
+                    let mut p = path.clone();
+                    p.push(seg.clone());
+                    p.push(format!("f:{k}"));
+                    walk(c, p, out, child_schema(item_schema, k));
+                }
             }
         }
         _ => {
@@ -100,19 +169,50 @@ pub fn from_fields_v1(v: &Value) -> FieldSet {
     out
 }
 
-/// Value at a path (only `f:` segments are navigable).
+/// Value at a path (`f:` fields and `k:` list-map items are navigable).
 pub fn get_path<'a>(obj: &'a Value, path: &FieldPath) -> Option<&'a Value> {
     let mut cur = obj;
     for seg in path {
-        cur = cur.get(seg.strip_prefix("f:")?)?;
+        cur = match seg.strip_prefix("f:") {
+            Some(f) => cur.get(f)?,
+            None => cur.as_array()?.iter().find(|i| item_matches(i, seg))?,
+        };
     }
     Some(cur)
 }
 
-/// Removes the field at a path (if present), then empty parent maps.
+/// Removes the field at a path (if present), then empty parent maps and list-map items left
+/// with nothing but their keys.
 pub fn remove_path(obj: &mut Value, path: &FieldPath) {
+    fn only_keys(item: &Value, seg: &str) -> bool {
+        let Some(Ok(Value::Object(key))) =
+            seg.strip_prefix("k:").map(serde_json::from_str::<Value>)
+        else {
+            return false;
+        };
+        item.as_object()
+            .is_some_and(|m| m.keys().all(|k| key.contains_key(k)))
+    }
     fn rec(cur: &mut Value, path: &[String]) {
-        let Some(key) = path[0].strip_prefix("f:") else {
+        let seg = &path[0];
+        if seg.starts_with("k:") {
+            let Some(items) = cur.as_array_mut() else {
+                return;
+            };
+            let Some(i) = items.iter().position(|it| item_matches(it, seg)) else {
+                return;
+            };
+            if path.len() == 1 {
+                items.remove(i);
+                return;
+            }
+            rec(&mut items[i], &path[1..]);
+            if only_keys(&items[i], seg) {
+                items.remove(i);
+            }
+            return;
+        }
+        let Some(key) = seg.strip_prefix("f:") else {
             return;
         };
         let Some(m) = cur.as_object_mut() else { return };
@@ -137,7 +237,13 @@ pub fn path_string(path: &FieldPath) -> String {
     path.iter()
         .map(|s| match s.strip_prefix("f:") {
             Some(f) => format!(".{f}"),
-            None => format!("[{}]", s.get(2..).unwrap_or(s)),
+            None => match s.strip_prefix("k:").map(serde_json::from_str::<Value>) {
+                Some(Ok(Value::Object(key))) => {
+                    let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("[{}]", parts.join(","))
+                }
+                _ => format!("[{}]", s.get(2..).unwrap_or(s)),
+            },
         })
         .collect()
 }
@@ -257,11 +363,12 @@ pub fn record_update(
     api_version: &str,
     subresource: &str,
     scope: Scope,
+    schema: Option<&Value>,
     now: &str,
 ) {
     let mut managers = base;
     if let Some(name) = manager {
-        let new_leaves = leaves(new, scope);
+        let new_leaves = leaves(new, scope, schema);
         let changed: FieldSet = new_leaves
             .into_iter()
             .filter(|p| get_path(old, p) != get_path(new, p))
@@ -296,15 +403,39 @@ pub fn record_update(
     set_managers(new, &managers);
 }
 
-/// Deep merge for apply: maps merge per key, everything else replaces. Only the tracked
-/// metadata keys (and resourceVersion, for the conflict check) are taken from the applied config.
-pub fn merge_applied(live: &mut Value, applied: &Value) {
-    fn rec(l: &mut Value, a: &Value) {
+/// Deep merge for apply: maps merge per key, list-map items merge per key, everything else
+/// replaces. Only the tracked metadata keys (and resourceVersion, for the conflict check) are
+/// taken from the applied config.
+pub fn merge_applied(live: &mut Value, applied: &Value, schema: Option<&Value>) {
+    fn rec(l: &mut Value, a: &Value, schema: Option<&Value>) {
+        if let (Some(keys), Some(li), Some(ai)) =
+            (list_map_keys(schema), l.as_array(), a.as_array())
+            && li
+                .iter()
+                .chain(ai)
+                .all(|i| i.is_object() && key_segment(i, &keys).is_some())
+        {
+            let item_schema = schema.and_then(|s| s.get("items"));
+            let li = l.as_array_mut().expect("array");
+            for item in ai {
+                let seg = key_segment(item, &keys).expect("checked");
+                match li.iter_mut().find(|x| item_matches(x, &seg)) {
+                    Some(x) => rec(x, item, item_schema),
+                    None => li.push(item.clone()),
+                }
+            }
+            return;
+        }
         match (l.as_object_mut(), a.as_object()) {
             (Some(lm), Some(am)) if !am.is_empty() => {
                 for (k, av) in am {
                     match lm.get_mut(k) {
-                        Some(lv) if lv.is_object() && av.is_object() => rec(lv, av),
+                        Some(lv)
+                            if (lv.is_object() && av.is_object())
+                                || (lv.is_array() && av.is_array()) =>
+                        {
+                            rec(lv, av, child_schema(schema, k))
+                        }
                         _ => {
                             lm.insert(k.clone(), av.clone());
                         }
@@ -326,7 +457,7 @@ pub fn merge_applied(live: &mut Value, applied: &Value) {
                     for mk in TRACKED_META.iter().chain(["resourceVersion"].iter()) {
                         if let Some(v) = am.get(*mk) {
                             match mm.get_mut(*mk) {
-                                Some(lv) => rec(lv, v),
+                                Some(lv) => rec(lv, v, None),
                                 None => {
                                     mm.insert(mk.to_string(), v.clone());
                                 }
@@ -336,7 +467,7 @@ pub fn merge_applied(live: &mut Value, applied: &Value) {
                 }
             }
             _ => match lm.get_mut(k) {
-                Some(lv) => rec(lv, av),
+                Some(lv) => rec(lv, av, child_schema(schema, k)),
                 None => {
                     lm.insert(k.clone(), av.clone());
                 }
@@ -389,11 +520,12 @@ pub fn apply(
     api_version: &str,
     subresource: &str,
     scope: Scope,
+    schema: Option<&Value>,
     force: bool,
     now: &str,
 ) -> Result<Value, Vec<Conflict>> {
     let mut managers = managers_of(live);
-    let applied_set = leaves(applied, scope);
+    let applied_set = leaves(applied, scope, schema);
     let is_me = |m: &Manager| {
         m.manager == manager && m.operation == "Apply" && m.subresource == subresource
     };
@@ -453,7 +585,7 @@ pub fn apply(
             meta.retain(|k, _| k == "resourceVersion");
         }
     }
-    merge_applied(&mut new, &scoped);
+    merge_applied(&mut new, &scoped, schema);
 
     // Keep the entry's position so a repeated identical apply is a no-op.
     let entry = Manager {
@@ -481,7 +613,18 @@ mod tests {
     fn apply_conflicts_and_force() {
         let live0 =
             json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}, "spec": {"a": 1}});
-        let created = apply(&json!({}), &live0, "one", "v1", "", Scope::All, false, "t").unwrap();
+        let created = apply(
+            &json!({}),
+            &live0,
+            "one",
+            "v1",
+            "",
+            Scope::All,
+            None,
+            false,
+            "t",
+        )
+        .unwrap();
         let ms = managers_of(&created);
         assert_eq!(ms.len(), 1);
         assert!(
@@ -490,20 +633,136 @@ mod tests {
                 .contains(&vec!["f:spec".to_string(), "f:a".to_string()])
         );
         let other = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}, "spec": {"a": 2, "b": 1}});
-        let err = apply(&created, &other, "two", "v1", "", Scope::All, false, "t")
-            .err()
-            .unwrap();
+        let err = apply(
+            &created,
+            &other,
+            "two",
+            "v1",
+            "",
+            Scope::All,
+            None,
+            false,
+            "t",
+        )
+        .err()
+        .unwrap();
         assert_eq!(
             conflict_message(&err),
             "Apply failed with 1 conflict: conflict with \"one\": .spec.a"
         );
-        let forced = apply(&created, &other, "two", "v1", "", Scope::All, true, "t").unwrap();
+        let forced = apply(
+            &created,
+            &other,
+            "two",
+            "v1",
+            "",
+            Scope::All,
+            None,
+            true,
+            "t",
+        )
+        .unwrap();
         assert_eq!(forced["spec"], json!({"a": 2, "b": 1}));
         assert_eq!(managers_of(&forced).len(), 1);
         // "two" drops field b: it is removed.
         let less =
             json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}, "spec": {"a": 2}});
-        let after = apply(&forced, &less, "two", "v1", "", Scope::All, false, "t").unwrap();
+        let after = apply(
+            &forced,
+            &less,
+            "two",
+            "v1",
+            "",
+            Scope::All,
+            None,
+            false,
+            "t",
+        )
+        .unwrap();
         assert_eq!(after["spec"], json!({"a": 2}));
+    }
+
+    #[test]
+    fn list_map_items_are_owned_per_key() {
+        let schema = json!({"type": "object", "properties": {"status": {"type": "object", "properties": {
+            "conditions": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
+                "items": {"type": "object", "properties": {"type": {"type": "string"}, "status": {"type": "string"}}}},
+            "tags": {"type": "array", "items": {"type": "string"}}}}}});
+        let sc = Some(&schema);
+        let cond = |t: &str, st: &str| json!({"type": t, "status": st});
+        let cfg = |conds: Vec<Value>| json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}, "status": {"conditions": conds}});
+        let live = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "a"}});
+        let a = apply(
+            &live,
+            &cfg(vec![cond("Ready", "True")]),
+            "a",
+            "v1",
+            "",
+            Scope::All,
+            sc,
+            false,
+            "t",
+        )
+        .unwrap();
+        let b = apply(
+            &a,
+            &cfg(vec![cond("Synced", "False")]),
+            "b",
+            "v1",
+            "",
+            Scope::All,
+            sc,
+            false,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            b["status"]["conditions"],
+            json!([cond("Ready", "True"), cond("Synced", "False")])
+        );
+        let mf = &b["metadata"]["managedFields"];
+        assert!(
+            mf[0]["fieldsV1"]["f:status"]["f:conditions"]
+                .get("k:{\"type\":\"Ready\"}")
+                .is_some(),
+            "{mf}"
+        );
+        // b touching a's condition conflicts on that item's field only.
+        let err = apply(
+            &b,
+            &cfg(vec![cond("Synced", "False"), cond("Ready", "False")]),
+            "b",
+            "v1",
+            "",
+            Scope::All,
+            sc,
+            false,
+            "t",
+        )
+        .err()
+        .unwrap();
+        assert_eq!(
+            conflict_message(&err),
+            "Apply failed with 1 conflict: conflict with \"a\": .status.conditions[type=\"Ready\"].status"
+        );
+        // a stops applying its condition: only that item goes away.
+        let dropped = apply(&b, &cfg(vec![]), "a", "v1", "", Scope::All, sc, false, "t").unwrap();
+        assert_eq!(
+            dropped["status"]["conditions"],
+            json!([cond("Synced", "False")])
+        );
+        // Without a list-map schema the list is atomic.
+        let atomic = apply(
+            &a,
+            &cfg(vec![cond("Synced", "False")]),
+            "b",
+            "v1",
+            "",
+            Scope::All,
+            None,
+            false,
+            "t",
+        );
+        assert!(atomic.is_err());
     }
 }

@@ -296,10 +296,11 @@ impl Emu {
                 &res.api_version(),
                 "",
                 scope,
+                res.schema.as_ref(),
                 &ts,
             ),
             Managed::Apply(m) => {
-                let fields = apply::leaves(&obj, scope);
+                let fields = apply::leaves(&obj, scope, res.schema.as_ref());
                 apply::set_managers(
                     &mut obj,
                     &[apply::Manager {
@@ -536,13 +537,14 @@ impl Emu {
             &res.api_version(),
             &sub,
             scope,
+            res.schema.as_ref(),
             force,
             &ts,
         );
         if let Err(conflicts) = &result {
             // Like the real server's lastAppliedManager: `kubectl apply --server-side` takes over
             // fields from client-side apply when every conflict is in last-applied-configuration.
-            if manager == "kubectl" && last_applied_covers(&live, scope, conflicts) {
+            if manager == "kubectl" && last_applied_covers(&live, scope, res, conflicts) {
                 result = apply::apply(
                     &live,
                     &applied,
@@ -550,6 +552,7 @@ impl Emu {
                     &res.api_version(),
                     &sub,
                     scope,
+                    res.schema.as_ref(),
                     true,
                     &ts,
                 );
@@ -689,6 +692,7 @@ impl Emu {
                 &res.api_version(),
                 sub.unwrap_or_default(),
                 scope,
+                res.schema.as_ref(),
                 &ts,
             ),
             Managed::Apply(_) | Managed::Precomputed => {}
@@ -928,7 +932,12 @@ fn decode_continue(s: &str) -> Option<(u64, (String, String))> {
     ))
 }
 
-fn last_applied_covers(live: &Value, scope: Scope, conflicts: &[apply::Conflict]) -> bool {
+fn last_applied_covers(
+    live: &Value,
+    scope: Scope,
+    res: &ResourceInfo,
+    conflicts: &[apply::Conflict],
+) -> bool {
     let Some(text) = live
         .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
         .and_then(Value::as_str)
@@ -938,10 +947,11 @@ fn last_applied_covers(live: &Value, scope: Scope, conflicts: &[apply::Conflict]
     let Ok(last) = serde_json::from_str::<Value>(text) else {
         return false;
     };
-    let allowed: std::collections::BTreeSet<String> = apply::leaves(&last, scope)
-        .iter()
-        .map(apply::path_string)
-        .collect();
+    let allowed: std::collections::BTreeSet<String> =
+        apply::leaves(&last, scope, res.schema.as_ref())
+            .iter()
+            .map(apply::path_string)
+            .collect();
     conflicts.iter().all(|c| allowed.contains(&c.path))
 }
 
