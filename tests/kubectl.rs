@@ -292,6 +292,17 @@ async fn apply_client_side_and_server_side_then_get_and_delete() {
         "{table}"
     );
     assert!(k.ok(&["get", "wd"]).await.contains("k1"));
+    let crds = k.ok(&["get", "crd"]).await;
+    assert!(crds.contains("widgets.example.dev"), "{crds}");
+    let out = k
+        .ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/widgets.example.dev",
+            "--timeout=5s",
+        ])
+        .await;
+    assert!(out.contains("condition met"), "{out}");
     assert!(k.ok(&["get", "examples"]).await.contains("k2"));
     assert!(k.ok(&["get", "widgets", "-A"]).await.contains("NAMESPACE"));
 

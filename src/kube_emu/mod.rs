@@ -34,7 +34,10 @@
 //!   `events.k8s.io/v1` Events as a second view of the core Events store (regarding ↔
 //!   involvedObject, note ↔ message, reportingController ↔ source.component/reportingComponent,
 //!   series.count ↔ count, deprecated* ↔ legacy fields) so `kubectl describe` shows what kube's
-//!   `Recorder` publishes; `coordination.k8s.io/v1` Leases (kube-lease-manager works).
+//!   `Recorder` publishes; `coordination.k8s.io/v1` Leases (kube-lease-manager works);
+//!   `apiextensions.k8s.io/v1` CustomResourceDefinitions holding the configured CRDs (Established,
+//!   so `kubectl get crd` and `kubectl wait --for=condition=Established` work; creating new CRDs
+//!   is refused with 405, and editing one does not change what is served).
 //! - create / get / list / watch / update / patch / delete / deletecollection, `dryRun=All`.
 //!   Patches: JSON merge, JSON patch (a failing `test` → 422; `test` of null on a missing path
 //!   passes like the apiserver), strategic merge (treated as merge for built-ins; 415 for custom
@@ -52,7 +55,8 @@
 //!   (409 for a stale `metadata.resourceVersion` in PUT, any PATCH or apply); no-op writes keep the
 //!   resourceVersion; `metadata.generation` bumped on spec (non-metadata, non-status) changes only;
 //!   status subresource (status writes change only status; main writes ignore status; status is
-//!   dropped on create); finalizers and deletionTimestamp; managedFields.
+//!   dropped on create); finalizers and deletionTimestamp; managedFields (per list-map item when
+//!   the schema says `x-kubernetes-list-type: map`).
 //! - An [`Admission`] hook before every persisted write, with the merged object and the old one
 //!   (422 Invalid Status on rejection, formatted like the real server; warnings as
 //!   `Warning: 299 - "..."` headers).
@@ -69,8 +73,9 @@
 //!   delete its contents), graceful deletion periods, Secret/ConfigMap immutability.
 //! - Conversion between CRD versions (objects are served with the requested apiVersion and
 //!   otherwise unchanged), CRD defaulting/pruning/validation unless the admission hook does it.
-//! - Full structured-merge-diff: managedFields treat lists as atomic (no list-map keys), and
-//!   strategic-merge-patch directives (`$patch`, `$setElementOrder`) are not interpreted.
+//! - Full structured-merge-diff: apply tracks `x-kubernetes-list-type: map` lists per item (from
+//!   the CRD schema) but other lists (sets included) are atomic; strategic-merge-patch directives
+//!   (`$patch`, `$setElementOrder`) are not interpreted.
 //! - Consistent snapshots for paginated lists (later pages show current state; the continue token
 //!   carries the first page's resourceVersion so a following watch replays the changes).
 //! - `resourceVersion` "too large" waits: a list or watch from a future RV is served immediately.
@@ -168,6 +173,37 @@ impl KubeEmulator {
                 &ops::WriteOpts::default(),
             )
             .map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        }
+        let crd_res = emu
+            .reg
+            .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .expect("CRDs are built in");
+        for crd in emu.reg.crds.clone() {
+            let mut crd = crd;
+            let names = crd.pointer("/spec/names").cloned().unwrap_or_default();
+            crd["status"] = json!({
+                "acceptedNames": names,
+                "storedVersions": crd.pointer("/spec/versions").and_then(|v| v.as_array()).map(|vs| {
+                    vs.iter().filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>()
+                }),
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ops::now()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ops::now()},
+                ],
+            });
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .to_string();
+            // Seed directly: status is kept (the API strips it on create for status subresources).
+            let mut st = emu.lock();
+            let rv = st.next_rv();
+            crd["metadata"]["resourceVersion"] = json!(rv.to_string());
+            crd["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+            crd["metadata"]["creationTimestamp"] = json!(ops::now());
+            crd["metadata"]["generation"] = json!(1);
+            st.put(&crd_res.store_key, "", &name, crd, rv);
         }
         let app = axum::Router::new()
             .fallback(server::handle)

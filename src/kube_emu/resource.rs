@@ -201,6 +201,19 @@ impl Registry {
         ];
         reg.add(lease);
 
+        let mut crd_res = ResourceInfo::builtin(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+        );
+        crd_res.categories = vec!["api-extensions".into()];
+        crd_res.status_subresource = true;
+        crd_res.printer_columns = vec![col("Created At", "string", ".metadata.creationTimestamp")];
+        reg.add(crd_res);
+
         for crd in crds {
             let v = serde_json::to_value(crd)
                 .map_err(|e| RegistryError::Invalid("?".into(), e.to_string()))?;

@@ -395,6 +395,11 @@ fn route(emu: &Arc<Emu>, method: &Method, body: &[u8], rec: &mut EmuRequest) -> 
             ))
         }
         ("POST", None) => {
+            if res.group == "apiextensions.k8s.io" {
+                return Err(ApiError::method_not_allowed(
+                    "the emulator serves only the CustomResourceDefinitions it was started with (EmuConfig::crds)",
+                ));
+            }
             if res.namespaced && ns.is_none() {
                 return Err(ApiError::path_not_found());
             }
