@@ -527,6 +527,15 @@ async fn dropletaction_crd_with_kubectl() {
         .unwrap();
     let k = Kubectl { emu, dir };
 
+    // Re-applying the installed CRD (what the README does on a real cluster) is harmless.
+    let crd_yaml = k.file("crd.yaml", &droplet_operator::crd::crd_yaml());
+    let out = k.ok(&["apply", "-f", &crd_yaml]).await;
+    assert!(
+        out.contains(
+            "customresourcedefinition.apiextensions.k8s.io/dropletactions.droplet-operator.dev"
+        ),
+        "{out}"
+    );
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/reboot.yaml");
     assert_eq!(
         k.ok(&["apply", "-f", example]).await.trim(),
