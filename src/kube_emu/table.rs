@@ -192,7 +192,12 @@ fn cell(col: &super::resource::PrinterColumn, obj: &Value, now: jiff::Timestamp)
     }
     let found = json_path(obj, &col.json_path);
     let Some(first) = found.first() else {
-        return Value::Null;
+        // Built-in "Data" columns count keys: none is 0, not <none>.
+        return if col.name == "Data" {
+            json!(0)
+        } else {
+            Value::Null
+        };
     };
     match col.type_.as_str() {
         "date" => match first.as_str().and_then(|s| age_secs(s, now)) {
