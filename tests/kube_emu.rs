@@ -511,7 +511,20 @@ async fn any_crd_is_served_cluster_scoped_without_status_subresource() {
         .await
         .unwrap();
     assert_eq!(patched.data["status"]["ok"], false);
-    assert_eq!(patched.metadata.generation, Some(1), "status is not spec");
+    assert_eq!(
+        patched.metadata.generation,
+        Some(2),
+        "without a status subresource every non-metadata change bumps generation (real CR strategy)"
+    );
+    let labelled = api
+        .patch(
+            "g1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2));
     let err = api_err(
         api.patch_status("g1", &PatchParams::default(), &Patch::Merge(json!({})))
             .await

@@ -53,7 +53,8 @@
 //!   `in`, `notin`, exists, `!exists`) and field selectors (`metadata.name`, `metadata.namespace`,
 //!   any event field such as `involvedObject.name`, Secret `type`); optimistic concurrency
 //!   (409 for a stale `metadata.resourceVersion` in PUT, any PATCH or apply); no-op writes keep the
-//!   resourceVersion; `metadata.generation` bumped on spec (non-metadata, non-status) changes only;
+//!   resourceVersion; `metadata.generation` bumped on spec (non-metadata, non-status) changes only
+//!   (for CRDs without a status subresource, status changes count too, like the real server);
 //!   status subresource (status writes change only status; main writes ignore status; status is
 //!   dropped on create); finalizers and deletionTimestamp; managedFields (per list-map item when
 //!   the schema says `x-kubernetes-list-type: map`).

@@ -96,11 +96,15 @@ fn scope_of(res: &ResourceInfo, sub: Option<&str>) -> Scope {
     }
 }
 
-fn spec_part(v: &Value) -> Value {
+/// What `metadata.generation` tracks: everything but metadata, and but status when the type has
+/// a status subresource (like the real CR strategy: without one, status changes bump it too).
+fn spec_part(res: &ResourceInfo, v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("metadata");
-        m.remove("status");
+        if res.status_subresource || !res.custom {
+            m.remove("status");
+        }
         m.remove("apiVersion");
         m.remove("kind");
     }
@@ -675,7 +679,7 @@ impl Emu {
                 }
             }
         }
-        if res.tracks_generation() && spec_part(&new) != spec_part(&old) {
+        if res.tracks_generation() && spec_part(res, &new) != spec_part(res, &old) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
