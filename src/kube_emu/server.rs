@@ -63,6 +63,24 @@ pub struct EmuRequest {
     pub name: Option<String>,
 }
 
+impl EmuRequest {
+    /// For resource requests, what an RBAC rule must allow: `(verb, apiGroup, resource)` where
+    /// resource is `plural` or `plural/subresource` (e.g. `("patch", "droplet-operator.dev",
+    /// "dropletactions/status")`). None for discovery, OpenAPI, health and version requests.
+    pub fn rbac(&self) -> Option<(String, String, String)> {
+        let resource = self.resource.as_ref()?;
+        let resource = match &self.subresource {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.clone(),
+        };
+        Some((
+            self.verb.clone(),
+            self.group.clone().unwrap_or_default(),
+            resource,
+        ))
+    }
+}
+
 /// Shared emulator state.
 pub struct Emu {
     pub(crate) reg: Registry,
