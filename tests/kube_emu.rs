@@ -1082,6 +1082,14 @@ async fn controller_sees_every_change() {
         reqs.iter()
             .any(|r| r.verb == "watch" && r.resource.as_deref() == Some("widgets"))
     );
+    let rbac: std::collections::BTreeSet<_> = reqs.iter().filter_map(|r| r.rbac()).collect();
+    let want = |v: &str, r: &str| (v.to_string(), "example.dev".to_string(), r.to_string());
+    assert!(rbac.contains(&want("list", "widgets")), "{rbac:?}");
+    assert!(rbac.contains(&want("watch", "widgets")), "{rbac:?}");
+    assert!(
+        !rbac.iter().any(|(_, _, r)| r.contains("status")),
+        "the reconciler never wrote status"
+    );
     emu.shutdown();
 }
 
