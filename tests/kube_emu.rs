@@ -1405,8 +1405,8 @@ async fn lease_manager_leader_election_is_exclusive() {
         LeaseManagerBuilder::new(client.clone(), "leader")
             .with_namespace("default")
             .with_identity(id)
-            .with_duration(2)
-            .with_grace(1)
+            .with_duration(4) // renewed every 2 s: a 2 s margin on a loaded CI machine
+            .with_grace(2)
             .build()
     };
     let (mut rx_a, task_a) = build("a").await.unwrap().watch().await;
