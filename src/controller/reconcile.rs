@@ -477,7 +477,18 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         }
                     }
                 }
-                working = Some(decide::after_track(&status, &observed, &images));
+                let mut power = BTreeMap::new();
+                for (droplet, action_id) in &t.power_checks {
+                    match ctx.do_client.get_droplet(token, *droplet).await {
+                        Ok(d) => {
+                            power.insert(*action_id, d.status.clone());
+                        }
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
+                    }
+                }
+                working = Some(decide::after_track(&status, &observed, &images, &power));
                 tracked = true;
             }
         }
