@@ -507,6 +507,10 @@ pub struct ActionRecord {
     /// snapshot only: the ID of the image the snapshot created, once resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_image_id: Option<i64>,
+    /// shutdown with powerOffAfterSeconds: the droplet's status (active, off) observed after the shutdown
+    /// completed. A shutdown can complete without the droplet stopping; then power_off follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub droplet_status: Option<String>,
 }
 
 fn one() -> i32 {

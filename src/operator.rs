@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::controller::{self, RunOptions};
-use crate::digitalocean::{ClientConfig, DoClient, Token};
+use crate::digitalocean::{ClientConfig, DoClient, RateLimits, Token};
 use crate::metrics::Metrics;
 
 /// Settings of the operator process.
@@ -45,6 +45,12 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
     let client_cfg = ClientConfig {
         base_url: cfg.do_api_url.clone(),
         timeout: cfg.do_timeout,
+        // DigitalOcean allows 250/min and 5000/h per token; keep a margin for other clients of the same token
+        // and for requests in flight when a window turns over.
+        rate_limits: RateLimits {
+            per_minute: 240,
+            per_hour: 4800,
+        },
         observer: Some(metrics),
         ..ClientConfig::default()
     };

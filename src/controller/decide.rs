@@ -136,6 +136,8 @@ pub struct Tracking {
     pub in_progress: Vec<(i64, i64)>,
     /// Completed snapshot actions whose image ID is unknown: (droplet, action, started_at).
     pub snapshots: Vec<(i64, i64, Option<Timestamp>)>,
+    /// Completed shutdowns whose droplet must be checked for being off: (droplet, action).
+    pub power_checks: Vec<(i64, i64)>,
     /// Oldest cached observation that is still acceptable.
     pub max_age: Duration,
 }
@@ -218,8 +220,15 @@ enum DropletState {
     InProgress(Vec<i64>),
     Done,
     NeedSnapshotId(i64, Option<Timestamp>),
-    Errored { attempt: i32 },
-    NeedFallback { attempt: i32, in_progress: Vec<i64> },
+    Errored {
+        attempt: i32,
+    },
+    NeedFallback {
+        attempt: i32,
+        in_progress: Vec<i64>,
+    },
+    /// A shutdown completed; whether the droplet is really off must be checked.
+    CheckPower(i64),
 }
 
 fn droplet_state(
@@ -251,7 +260,27 @@ fn droplet_state(
     let Some(p) = primary else {
         return DropletState::NotStarted;
     };
+    let overdue = match (spec.power_off_after_seconds, &p.started_at) {
+        (Some(secs), Some(started)) => {
+            dur_since(now, ts(started)) >= Duration::from_secs(secs as u64)
+        }
+        _ => false,
+    };
     match p.status.as_str() {
+        // A completed shutdown only says the command was issued: with a fallback configured, the droplet must
+        // be seen off, else power_off follows once powerOffAfterSeconds passed.
+        "completed"
+            if spec.type_ == ActionType::Shutdown && spec.power_off_after_seconds.is_some() =>
+        {
+            match p.droplet_status.as_deref() {
+                Some("off") => DropletState::Done,
+                Some(_) if overdue => DropletState::NeedFallback {
+                    attempt,
+                    in_progress: vec![],
+                },
+                _ => DropletState::CheckPower(p.id),
+            }
+        }
         "completed" => {
             if spec.type_ == ActionType::Snapshot && p.snapshot_image_id.is_none() {
                 DropletState::NeedSnapshotId(p.id, p.started_at.as_ref().map(ts))
@@ -264,22 +293,8 @@ fn droplet_state(
             in_progress: vec![],
         },
         "errored" => DropletState::Errored { attempt },
-        _ => {
-            let overdue = match (spec.power_off_after_seconds, &p.started_at) {
-                (Some(secs), Some(started)) => {
-                    dur_since(now, ts(started)) >= Duration::from_secs(secs as u64)
-                }
-                _ => false,
-            };
-            if overdue {
-                DropletState::NeedFallback {
-                    attempt,
-                    in_progress: vec![p.id],
-                }
-            } else {
-                DropletState::InProgress(vec![p.id])
-            }
-        }
+        // While the shutdown runs DigitalOcean refuses other actions on the droplet (422): keep tracking it.
+        _ => DropletState::InProgress(vec![p.id]),
     }
 }
 
@@ -556,6 +571,7 @@ pub fn decide(input: &Input) -> Next {
     let backoff_limit = spec.backoff_limit.unwrap_or(0).max(0);
     let mut in_progress: Vec<(i64, i64)> = Vec::new();
     let mut snapshots = Vec::new();
+    let mut power_checks = Vec::new();
     let mut failed: Vec<(i64, i32)> = Vec::new();
     let mut want: Option<(ActionType, i32, i64)> = None;
     let mut waiting_retry = false;
@@ -564,6 +580,7 @@ pub fn decide(input: &Input) -> Next {
             DropletState::Done | DropletState::NotStarted => {}
             DropletState::InProgress(ids) => in_progress.extend(ids.iter().map(|id| (*d, *id))),
             DropletState::NeedSnapshotId(id, started) => snapshots.push((*d, *id, *started)),
+            DropletState::CheckPower(id) => power_checks.push((*d, *id)),
             DropletState::NeedFallback {
                 attempt,
                 in_progress: ids,
@@ -603,7 +620,8 @@ pub fn decide(input: &Input) -> Next {
         );
     }
 
-    if (!in_progress.is_empty() || !snapshots.is_empty()) && !input.tracked {
+    let observing = !in_progress.is_empty() || !snapshots.is_empty() || !power_checks.is_empty();
+    if observing && !input.tracked {
         let oldest = st
             .actions
             .iter()
@@ -620,11 +638,12 @@ pub fn decide(input: &Input) -> Next {
         return Next::Track(Tracking {
             in_progress,
             snapshots,
+            power_checks,
             max_age: interval.mul_f64(0.9),
         });
     }
 
-    if !in_progress.is_empty() || !snapshots.is_empty() || waiting_retry {
+    if observing || waiting_retry {
         let oldest = st
             .actions
             .iter()
@@ -642,7 +661,15 @@ pub fn decide(input: &Input) -> Next {
         }
         // Keep the Pending/DropletBusy message while a fallback waits for the droplet; otherwise Running.
         if !waiting_retry || st.phase != Some(Phase::Pending) {
-            let msg = running_message(&st, &in_progress, &snapshots);
+            let msg = if power_checks.is_empty() {
+                running_message(&st, &in_progress, &snapshots)
+            } else {
+                let ids: Vec<String> = power_checks.iter().map(|(d, _)| d.to_string()).collect();
+                format!(
+                    "shutdown completed; waiting for droplet(s) {} to power off",
+                    ids.join(", ")
+                )
+            };
             let reason = if states
                 .values()
                 .any(|s| matches!(s, DropletState::NeedFallback { .. }))
@@ -751,6 +778,7 @@ fn record(a: &Action, attempt: i32, type_: &str, fallback_droplet: i64) -> Actio
         completed_at: a.completed_at.map(Time),
         region_slug: a.region_slug.clone(),
         snapshot_image_id: None,
+        droplet_status: None,
     }
 }
 
@@ -1129,6 +1157,7 @@ pub fn after_track(
     status: &DropletActionStatus,
     observed: &BTreeMap<i64, Action>,
     snapshot_images: &BTreeMap<i64, i64>,
+    droplet_statuses: &BTreeMap<i64, String>,
 ) -> DropletActionStatus {
     let mut st = status.clone();
     for rec in st.actions.iter_mut() {
@@ -1144,6 +1173,9 @@ pub fn after_track(
         }
         if let Some(image) = snapshot_images.get(&rec.id) {
             rec.snapshot_image_id = Some(*image);
+        }
+        if let Some(power) = droplet_statuses.get(&rec.id) {
+            rec.droplet_status = Some(power.clone());
         }
     }
     st

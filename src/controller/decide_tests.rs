@@ -485,7 +485,7 @@ fn completion_succeeds_and_snapshots_resolve_their_image_first() {
     )]
     .into_iter()
     .collect();
-    let st = after_track(&st, &done, &BTreeMap::new());
+    let st = after_track(&st, &done, &BTreeMap::new(), &BTreeMap::new());
     let c = cfg();
     let mut i = input(&s, &st, t(70), &c);
     i.tracked = true;
@@ -497,7 +497,7 @@ fn completion_succeeds_and_snapshots_resolve_their_image_first() {
         other => panic!("expected snapshot lookup, got {other:?}"),
     }
     let images: BTreeMap<i64, i64> = [(500, 703001)].into_iter().collect();
-    let st = after_track(&st, &BTreeMap::new(), &images);
+    let st = after_track(&st, &BTreeMap::new(), &images, &BTreeMap::new());
     let u = expect_update(decide(&input(&s, &st, t(72), &c)));
     assert_eq!(u.status.phase, Some(Phase::Succeeded));
     assert_eq!(u.status.actions[0].snapshot_image_id, Some(703001));
@@ -516,7 +516,7 @@ fn errored_actions_are_reinitiated_up_to_the_backoff_limit() {
         [(500, action(500, 7, "rebuild", ActionStatus::Errored, t(0)))]
             .into_iter()
             .collect();
-    let st = after_track(&st, &errored, &BTreeMap::new());
+    let st = after_track(&st, &errored, &BTreeMap::new(), &BTreeMap::new());
     let c = cfg();
     let init = expect_initiate(decide(&input(&s, &st, t(40), &c)));
     assert_eq!(
@@ -536,7 +536,7 @@ fn errored_actions_are_reinitiated_up_to_the_backoff_limit() {
         [(600, action(600, 7, "rebuild", ActionStatus::Errored, t(41)))]
             .into_iter()
             .collect();
-    let st = after_track(&st, &errored, &BTreeMap::new());
+    let st = after_track(&st, &errored, &BTreeMap::new(), &BTreeMap::new());
     let u = expect_update(decide(&input(&s, &st, t(90), &c)));
     assert_eq!(u.status.phase, Some(Phase::Failed));
     assert_eq!(u.status.reason.as_deref(), Some("ActionErrored"));
@@ -549,14 +549,37 @@ fn errored_actions_are_reinitiated_up_to_the_backoff_limit() {
 }
 
 #[test]
-fn shutdown_falls_back_to_power_off_when_it_takes_too_long() {
+fn shutdown_that_leaves_the_droplet_on_falls_back_to_power_off() {
     let s = spec(json!({"type": "shutdown", "dropletId": 7, "powerOffAfterSeconds": 30}));
     let st = running(&s, t(0), "shutdown");
     let c = cfg();
+    // While the shutdown runs, DigitalOcean would refuse power_off (the droplet is locked): keep tracking.
+    assert!(matches!(decide(&input(&s, &st, t(40), &c)), Next::Track(_)));
+    // The shutdown completed: is the droplet really off?
+    let done: BTreeMap<i64, Action> = [(
+        500,
+        action(500, 7, "shutdown", ActionStatus::Completed, t(0)),
+    )]
+    .into_iter()
+    .collect();
+    let st = after_track(&st, &done, &BTreeMap::new(), &BTreeMap::new());
+    match decide(&input(&s, &st, t(5), &c)) {
+        Next::Track(tr) => assert_eq!(tr.power_checks, vec![(7, 500)]),
+        other => panic!("expected a power check, got {other:?}"),
+    }
+    // Still active before the timeout: wait and check again.
+    let active: BTreeMap<i64, String> = [(500, "active".to_string())].into_iter().collect();
+    let st = after_track(&st, &BTreeMap::new(), &BTreeMap::new(), &active);
+    let mut i = input(&s, &st, t(10), &c);
+    i.tracked = true;
+    let u = expect_update(decide(&i));
     assert!(
-        matches!(decide(&input(&s, &st, t(10), &c)), Next::Track(_)),
-        "not yet overdue"
+        u.status
+            .message
+            .unwrap()
+            .contains("waiting for droplet(s) 7 to power off")
     );
+    // Still active after powerOffAfterSeconds: power_off, same attempt.
     let init = expect_initiate(decide(&input(&s, &st, t(31), &c)));
     assert_eq!((init.type_, init.attempt), (ActionType::PowerOff, 1));
     let posted = Ok(vec![action(
@@ -582,9 +605,41 @@ fn shutdown_falls_back_to_power_off_when_it_takes_too_long() {
     )]
     .into_iter()
     .collect();
-    let st = after_track(&st, &done, &BTreeMap::new());
+    let st = after_track(&st, &done, &BTreeMap::new(), &BTreeMap::new());
     let u = expect_update(decide(&input(&s, &st, t(35), &c)));
     assert_eq!(u.status.phase, Some(Phase::Succeeded));
+}
+
+#[test]
+fn shutdown_that_powered_the_droplet_off_needs_no_fallback() {
+    let s = spec(json!({"type": "shutdown", "dropletId": 7, "powerOffAfterSeconds": 30}));
+    let st = running(&s, t(0), "shutdown");
+    let done: BTreeMap<i64, Action> = [(
+        500,
+        action(500, 7, "shutdown", ActionStatus::Completed, t(0)),
+    )]
+    .into_iter()
+    .collect();
+    let off: BTreeMap<i64, String> = [(500, "off".to_string())].into_iter().collect();
+    let st = after_track(&st, &done, &BTreeMap::new(), &off);
+    let c = cfg();
+    let u = expect_update(decide(&input(&s, &st, t(3), &c)));
+    assert_eq!(u.status.phase, Some(Phase::Succeeded));
+    assert_eq!(u.status.actions.len(), 1);
+}
+
+#[test]
+fn an_errored_shutdown_falls_back_to_power_off_at_once() {
+    let s = spec(json!({"type": "shutdown", "dropletId": 7, "powerOffAfterSeconds": 300}));
+    let st = running(&s, t(0), "shutdown");
+    let errored: BTreeMap<i64, Action> =
+        [(500, action(500, 7, "shutdown", ActionStatus::Errored, t(0)))]
+            .into_iter()
+            .collect();
+    let st = after_track(&st, &errored, &BTreeMap::new(), &BTreeMap::new());
+    let c = cfg();
+    let init = expect_initiate(decide(&input(&s, &st, t(2), &c)));
+    assert_eq!(init.type_, ActionType::PowerOff);
 }
 
 #[test]
@@ -670,7 +725,7 @@ fn tags_resolve_their_droplets_then_fan_out_and_name_failures() {
     ]
     .into_iter()
     .collect();
-    let st = after_track(&st, &observed, &BTreeMap::new());
+    let st = after_track(&st, &observed, &BTreeMap::new(), &BTreeMap::new());
     let u = expect_update(decide(&input(&s, &st, t(10), &c)));
     assert_eq!(u.status.phase, Some(Phase::Failed));
     assert!(

@@ -164,6 +164,13 @@ fn requeue(d: Option<Duration>) -> Requeue {
 
 /// Reconciles one DropletAction.
 pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    // The ordering gate and adoption read every DropletAction from the caches: never decide on a partial view
+    // (after a restart the first reconciles can start before the initial list is in).
+    for store in &ctx.stores {
+        if store.wait_until_ready().await.is_err() {
+            return Ok(Requeue::requeue(Duration::from_millis(200)));
+        }
+    }
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let api: Api<DropletAction> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -477,7 +484,18 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         }
                     }
                 }
-                working = Some(decide::after_track(&status, &observed, &images));
+                let mut power = BTreeMap::new();
+                for (droplet, action_id) in &t.power_checks {
+                    match ctx.do_client.get_droplet(token, *droplet).await {
+                        Ok(d) => {
+                            power.insert(*action_id, d.status.clone());
+                        }
+                        Err(e) => {
+                            return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
+                        }
+                    }
+                }
+                working = Some(decide::after_track(&status, &observed, &images, &power));
                 tracked = true;
             }
         }
@@ -545,9 +563,19 @@ pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) 
 
 /// Default decision settings for a DigitalOcean request timeout.
 pub fn decide_config_for_timeout(timeout: Duration, poll_scale: f64) -> DecideConfig {
+    let defaults = DecideConfig::default();
+    let scale = poll_scale.clamp(0.001, 1000.0);
     DecideConfig {
-        adopt_grace: timeout + Duration::from_secs(5),
+        // After this long no request of ours can still be on its way to DigitalOcean.
+        adopt_grace: timeout
+            + Duration::from_secs(5)
+                .mul_f64(scale.min(1.0))
+                .max(Duration::from_millis(500)),
         poll_scale,
-        ..DecideConfig::default()
+        recheck: defaults.recheck.mul_f64(scale),
+        retry_base: defaults.retry_base.mul_f64(scale),
+        retry_max: defaults.retry_max.mul_f64(scale),
+        busy_max: defaults.busy_max.mul_f64(scale),
+        ..defaults
     }
 }

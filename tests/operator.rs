@@ -1,0 +1,584 @@
+//! The real controller against the Kubernetes API emulator and the DigitalOcean simulator: what users see in
+//! status and events, and which calls DigitalOcean receives (and does not receive).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{World, assert_exactly_once, log_buffer};
+use droplet_operator::crd::Phase;
+use droplet_operator::digitalocean::Token;
+use droplet_operator::sim::{ActionDurations, Faults, SimConfig, TokenSpec};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+fn fast() -> SimConfig {
+    SimConfig::fast(0.02)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_ends_as_documented_with_each_action_started_once() {
+    let world = World::start(fast()).await;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let examples =
+        droplet_operator::demo::load_examples(std::path::Path::new(dir)).expect("examples");
+    for ex in &examples {
+        let mut obj = ex.resource.clone();
+        obj.metadata.namespace = Some("default".into());
+        world
+            .api()
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create");
+    }
+    let items = world.wait_all_terminal(Duration::from_secs(60)).await;
+    let mut types = std::collections::BTreeSet::new();
+    for ex in &examples {
+        let name = kube::ResourceExt::name_any(&ex.resource);
+        let da = items
+            .iter()
+            .find(|d| kube::ResourceExt::name_any(*d) == name)
+            .expect("exists");
+        assert_eq!(da.phase(), ex.expect, "{}: {:#?}", ex.file, da.status);
+        if da.phase() == Phase::Succeeded {
+            types.insert(da.spec.type_.as_str());
+            let st = da.status.as_ref().unwrap();
+            assert!(
+                st.actions.iter().all(|a| a.status == "completed"),
+                "{}",
+                ex.file
+            );
+            let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!(ready.status, "True");
+            assert_eq!(ready.observed_generation, Some(1));
+        }
+    }
+    assert_eq!(types.len(), 16, "all 16 action types succeeded: {types:?}");
+    assert_exactly_once(&items, &world.sim);
+
+    // Snapshots resolve their image.
+    let snap = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "snapshot")
+        .unwrap();
+    let image = snap.status.as_ref().unwrap().actions[0]
+        .snapshot_image_id
+        .expect("snapshot image id");
+    assert!(
+        world.sim.image(image).is_some(),
+        "the image exists on DigitalOcean"
+    );
+    // Tags fan out: one action per tagged droplet, tracked individually.
+    let tag = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "tag-snapshot")
+        .unwrap();
+    let st = tag.status.as_ref().unwrap();
+    assert_eq!(st.droplet_ids, vec![101004, 101005]);
+    assert_eq!(st.actions.len(), 2);
+    assert_eq!(st.action_summary.as_deref(), Some("2/2"));
+    assert!(st.actions.iter().all(|a| a.snapshot_image_id.is_some()));
+    // notAfter in the past: nothing was sent for it.
+    let expired = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "not-after-expired")
+        .unwrap();
+    assert!(expired.status.as_ref().unwrap().actions.is_empty());
+    // Shared droplets ran one action at a time: DigitalOcean never had to refuse a pending event.
+    let busy = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 422)
+        .count();
+    assert_eq!(
+        busy, 0,
+        "no 422 pending-event answers: the controller queued per droplet"
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_actions_on_one_droplet_run_in_creation_order() {
+    let world = World::start(fast()).await;
+    // Created in this order (and named so that a creationTimestamp tie sorts the same way).
+    world
+        .create(
+            "a-shutdown",
+            json!({"type": "shutdown", "dropletId": 101008}),
+        )
+        .await;
+    world
+        .create(
+            "b-snapshot",
+            json!({"type": "snapshot", "dropletId": 101008}),
+        )
+        .await;
+    world
+        .create(
+            "c-power-on",
+            json!({"type": "power_on", "dropletId": 101008}),
+        )
+        .await;
+    for name in ["a-shutdown", "b-snapshot", "c-power-on"] {
+        world.wait_phase(name, Phase::Succeeded, T).await;
+    }
+    assert_eq!(
+        world.applied_posts(101008),
+        vec!["shutdown", "snapshot", "power_on"]
+    );
+    assert!(
+        world.sim.requests().iter().all(|r| r.status != 422),
+        "never raced DigitalOcean's droplet lock"
+    );
+    let events = world.events("b-snapshot").await;
+    assert!(
+        events
+            .iter()
+            .any(|(r, n)| r == "WaitingForDroplet" && n.contains("a-shutdown")),
+        "{events:?}"
+    );
+    assert_eq!(
+        world.sim.droplet(101008).unwrap().status,
+        "active",
+        "power_on ran last"
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errored_actions_fail_after_the_backoff_limit() {
+    let mut cfg = fast();
+    cfg.faults = Faults {
+        errored_droplets: vec![101003],
+        ..Faults::default()
+    };
+    let world = World::start(cfg).await;
+    world
+        .create(
+            "flaky",
+            json!({"type": "power_cycle", "dropletId": 101003, "backoffLimit": 1}),
+        )
+        .await;
+    world
+        .create("once", json!({"type": "reboot", "dropletId": 101002}))
+        .await;
+    let da = world.wait_phase("flaky", Phase::Failed, T).await;
+    let st = da.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("ActionErrored"));
+    assert_eq!(st.attempts, Some(2));
+    assert_eq!(
+        st.actions
+            .iter()
+            .map(|a| (a.attempt, a.status.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, "errored"), (2, "errored")]
+    );
+    assert!(
+        st.message
+            .unwrap()
+            .contains("droplet(s) 101003 (attempt 2 of 2)")
+    );
+    assert_eq!(
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap()
+            .status,
+        "True"
+    );
+    assert_eq!(
+        world.applied_posts(101003),
+        vec!["power_cycle", "power_cycle"],
+        "exactly backoffLimit+1 initiations"
+    );
+    world.wait_phase("once", Phase::Succeeded, T).await;
+    assert_eq!(world.applied_posts(101002), vec!["reboot"]);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_droplet_busy_with_an_outside_action_waits_then_succeeds() {
+    let mut cfg = fast();
+    cfg.action_durations = ActionDurations::uniform(Duration::from_millis(200))
+        .with("rebuild", Duration::from_secs(2));
+    let world = World::start(cfg).await;
+    world.sim.start_external_action(101001, "rebuild");
+    world
+        .create("reboot", json!({"type": "reboot", "dropletId": 101001}))
+        .await;
+    world
+        .wait_for("reboot", T, |d| {
+            d.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("DropletBusy")
+        })
+        .await;
+    let da = world.wait_phase("reboot", Phase::Succeeded, T).await;
+    assert!(
+        da.status
+            .unwrap()
+            .last_error
+            .is_some_and(|e| e.message.contains("pending event"))
+    );
+    assert_eq!(
+        world.applied_posts(101001),
+        vec!["reboot"],
+        "one applied POST despite the 422s"
+    );
+    let refused = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 422 && r.droplet_id == Some(101001))
+        .count();
+    assert!(refused >= 1);
+    assert!(
+        world
+            .events("reboot")
+            .await
+            .iter()
+            .any(|(r, _)| r == "DropletBusy")
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_fails_an_action_that_takes_too_long() {
+    let mut cfg = fast();
+    cfg.action_durations = ActionDurations::uniform(Duration::from_secs(60));
+    let world = World::start(cfg).await;
+    world.create("slow", json!({"type": "resize", "dropletId": 101007, "size": "s-8vcpu-16gb", "deadlineSeconds": 2})).await;
+    let da = world.wait_phase("slow", Phase::Failed, T).await;
+    let st = da.status.unwrap();
+    assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
+    assert!(st.message.unwrap().contains("cannot cancel"));
+    assert_eq!(world.applied_posts(101007), vec!["resize"]);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_errored_shutdown_falls_back_to_power_off() {
+    let mut cfg = fast();
+    cfg.faults = Faults {
+        errored_types: vec!["shutdown".into()],
+        ..Faults::default()
+    };
+    let world = World::start(cfg).await;
+    world
+        .create(
+            "stop",
+            json!({"type": "shutdown", "dropletId": 101008, "powerOffAfterSeconds": 60}),
+        )
+        .await;
+    let da = world.wait_phase("stop", Phase::Succeeded, T).await;
+    let kinds: Vec<(String, String)> = da
+        .status
+        .unwrap()
+        .actions
+        .iter()
+        .map(|a| (a.type_.clone(), a.status.clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("shutdown".into(), "errored".into()),
+            ("power_off".into(), "completed".into())
+        ]
+    );
+    assert_eq!(world.applied_posts(101008), vec!["shutdown", "power_off"]);
+    assert_eq!(world.sim.droplet(101008).unwrap().status, "off");
+    assert!(
+        world
+            .events("stop")
+            .await
+            .iter()
+            .any(|(r, _)| r == "PowerOffFallback")
+    );
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_checks_power_and_needs_no_fallback() {
+    let world = World::start(fast()).await;
+    world
+        .create(
+            "stop",
+            json!({"type": "shutdown", "dropletId": 101008, "powerOffAfterSeconds": 60}),
+        )
+        .await;
+    let da = world.wait_phase("stop", Phase::Succeeded, T).await;
+    let st = da.status.unwrap();
+    assert_eq!(st.actions.len(), 1);
+    assert_eq!(st.actions[0].droplet_status.as_deref(), Some("off"));
+    assert_eq!(world.applied_posts(101008), vec!["shutdown"]);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_slows_the_controller_down_but_everything_completes_once() {
+    let mut cfg = fast();
+    cfg.faults = Faults {
+        burst_429: 25,
+        burst_retry_after_secs: 1,
+        ..Faults::default()
+    };
+    let world = World::start(cfg).await;
+    for (i, d) in [101001, 101002, 101003, 101008, 101012].iter().enumerate() {
+        world
+            .create(&format!("r{i}"), json!({"type": "reboot", "dropletId": d}))
+            .await;
+    }
+    let items = world.wait_all_terminal(Duration::from_secs(60)).await;
+    assert!(
+        items.iter().all(|d| d.phase() == Phase::Succeeded),
+        "{items:#?}"
+    );
+    for d in [101001, 101002, 101003, 101008, 101012] {
+        assert_eq!(world.applied_posts(d), vec!["reboot"]);
+    }
+    assert!(
+        world
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.status == 429)
+            .count()
+            >= 20
+    );
+    assert_exactly_once(&items, &world.sim);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_secret_keeps_the_resource_pending_until_it_appears() {
+    let world = World::start(fast()).await;
+    world
+        .create("with-secret", json!({"type": "power_on", "dropletId": 101006, "tokenSecretRef": {"name": "do-token"}}))
+        .await;
+    let da = world
+        .wait_for("with-secret", T, |d| {
+            d.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("TokenNotFound")
+        })
+        .await;
+    assert_eq!(da.phase(), Phase::Pending);
+    assert!(
+        da.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("Secret default/do-token")
+    );
+    assert!(
+        world.applied_posts(101006).is_empty(),
+        "nothing sent without a token"
+    );
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "do-token", "namespace": "default"},
+        "stringData": {"token": droplet_operator::sim::DEFAULT_SIM_TOKEN},
+    }))
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), "default");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    world.wait_phase("with-secret", Phase::Succeeded, T).await;
+    assert_eq!(world.applied_posts(101006), vec!["power_on"]);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_fail_with_digitaloceans_words_and_the_token_never_leaks() {
+    let good = "dop_v1_1eaf0000000000000000000000000000000000000000000000000000c0ffee11";
+    let wrong = "dop_v1_badbadbadbad00000000000000000000000000000000000000000000000bad22";
+    let limited = "dop_v1_11m17ed000000000000000000000000000000000000000000000000000aaa33";
+    let mut cfg = fast();
+    cfg.tokens = vec![
+        TokenSpec::full(good),
+        TokenSpec::scoped(limited, &["droplet:read", "droplet:update", "actions:read"]),
+    ];
+    let world = World::start_with_token(cfg, Some(Token::new(good))).await;
+    let secrets: Api<Secret> = Api::namespaced(world.client.clone(), "default");
+    for (name, token) in [("wrong", wrong), ("limited", limited)] {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"token": token},
+        }))
+        .unwrap();
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    world
+        .create(
+            "unauthorized",
+            json!({"type": "reboot", "dropletId": 101001, "tokenSecretRef": {"name": "wrong"}}),
+        )
+        .await;
+    world.create("forbidden", json!({"type": "restore", "dropletId": 101004, "image": 701001, "tokenSecretRef": {"name": "limited"}})).await;
+    world
+        .create(
+            "missing-droplet",
+            json!({"type": "reboot", "dropletId": 999999}),
+        )
+        .await;
+    world
+        .create("fine", json!({"type": "reboot", "dropletId": 101002}))
+        .await;
+
+    let da = world.wait_phase("unauthorized", Phase::Failed, T).await;
+    let le = da.status.as_ref().unwrap().last_error.clone().unwrap();
+    assert_eq!(
+        (le.http_status, le.reason.as_deref()),
+        (Some(401), Some("Unauthorized"))
+    );
+    let da = world.wait_phase("forbidden", Phase::Failed, T).await;
+    let st = da.status.as_ref().unwrap();
+    assert_eq!(st.last_error.as_ref().unwrap().http_status, Some(403));
+    assert!(
+        st.message.as_ref().unwrap().contains("droplet:admin"),
+        "scope hint: {:?}",
+        st.message
+    );
+    assert!(st.last_error.as_ref().unwrap().request_id.is_some());
+    let da = world.wait_phase("missing-droplet", Phase::Failed, T).await;
+    assert_eq!(
+        da.status.as_ref().unwrap().reason.as_deref(),
+        Some("NotFound")
+    );
+    world.wait_phase("fine", Phase::Succeeded, T).await;
+
+    // Permanent errors are not retried.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts_401 = world
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401 && r.method == "POST")
+        .count();
+    let r401: Vec<_> = world
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 401)
+        .map(|r| (r.method, r.path, r.time))
+        .collect();
+    assert_eq!(posts_401, 1, "a 401 is not retried: {r401:?}");
+
+    // The token appears nowhere users or log collectors can see.
+    let all = world.wait_all_terminal(T).await;
+    let status_text = serde_json::to_string(&all).unwrap();
+    let events_api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(world.client.clone(), "default");
+    let events_text =
+        serde_json::to_string(&events_api.list(&Default::default()).await.unwrap().items).unwrap();
+    let logs = String::from_utf8_lossy(&log_buffer().lock().unwrap()).to_string();
+    assert!(!logs.is_empty(), "logs were captured");
+    for token in [good, wrong, limited] {
+        assert!(!status_text.contains(token), "token in status");
+        assert!(!events_text.contains(token), "token in events");
+        assert!(!logs.contains(token), "token in logs");
+    }
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_responses_are_adopted_not_resent() {
+    let mut cfg = fast();
+    // Every POST is applied, then the connection is dropped before the response.
+    cfg.faults = Faults {
+        drop_after_apply_rate: 1.0,
+        ..Faults::default()
+    };
+    let world = World::start(cfg).await;
+    world
+        .create("lost", json!({"type": "power_off", "dropletId": 101011}))
+        .await;
+    world
+        .create("lost-tag", json!({"type": "power_cycle", "tagName": "web"}))
+        .await;
+    let da = world.wait_phase("lost", Phase::Succeeded, T).await;
+    assert_eq!(
+        world.applied_posts(101011),
+        vec!["power_off"],
+        "never re-sent"
+    );
+    assert!(
+        world
+            .events("lost")
+            .await
+            .iter()
+            .any(|(r, _)| r == "Adopted")
+    );
+    assert_eq!(da.status.unwrap().actions.len(), 1);
+    let da = world.wait_phase("lost-tag", Phase::Succeeded, T).await;
+    assert_eq!(da.status.unwrap().actions.len(), 3);
+    for d in [101001, 101002, 101003] {
+        assert_eq!(world.applied_posts(d), vec!["power_cycle"]);
+    }
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_deletes_finished_resources_and_not_after_sends_nothing() {
+    let world = World::start(fast()).await;
+    world
+        .create(
+            "short-lived",
+            json!({"type": "reboot", "dropletId": 101012, "ttlSecondsAfterFinished": 1}),
+        )
+        .await;
+    world
+        .create(
+            "too-late",
+            json!({"type": "reboot", "dropletId": 101001, "notAfter": "2001-01-01T00:00:00Z"}),
+        )
+        .await;
+    world.wait_phase("short-lived", Phase::Succeeded, T).await;
+    let start = std::time::Instant::now();
+    while world.api().get_opt("short-lived").await.unwrap().is_some() {
+        assert!(start.elapsed() < T, "not deleted after its TTL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let da = world.wait_phase("too-late", Phase::Expired, T).await;
+    assert_eq!(
+        da.status
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap()
+            .status,
+        "True"
+    );
+    assert!(world.applied_posts(101001).is_empty());
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_actions_are_tracked_with_few_calls() {
+    let mut cfg = SimConfig::fast(0.02);
+    cfg.generated_droplets = 40;
+    cfg.action_durations = ActionDurations::uniform(Duration::from_secs(3));
+    let world = World::start(cfg).await;
+    for i in 1..=40 {
+        world
+            .create(
+                &format!("r{i}"),
+                json!({"type": "power_cycle", "dropletId": 200000 + i}),
+            )
+            .await;
+    }
+    let items = world.wait_all_terminal(Duration::from_secs(60)).await;
+    assert!(items.iter().all(|d| d.phase() == Phase::Succeeded));
+    let requests = world.sim.requests();
+    let posts = requests.iter().filter(|r| r.method == "POST").count();
+    let polls = requests.len() - posts;
+    assert_eq!(posts, 40);
+    // One list call observes every action; per-action polling would need several calls per action.
+    assert!(polls < 40, "{polls} status calls for 40 actions");
+    assert!(requests.iter().any(|r| r.path == "/v2/actions"));
+    world.stop().await;
+}
