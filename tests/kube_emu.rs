@@ -1445,6 +1445,19 @@ async fn lease_manager_leader_election_is_exclusive() {
 async fn perf_10k_objects() {
     let (emu, client) = start().await;
     let api: Api<Widget> = Api::default_namespaced(client.clone());
+    // A Controller watching throughout: every object must reach its reconciler.
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let ctl = Controller::new(api.clone(), watcher::Config::default())
+        .run(
+            |w: Arc<Widget>, seen: Arc<Mutex<std::collections::HashSet<String>>>| async move {
+                seen.lock().unwrap().insert(w.name_any());
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _, _| Action::requeue(Duration::from_secs(1)),
+            seen.clone(),
+        )
+        .for_each(|_| async {});
+    let ctl = tokio::spawn(ctl);
     let t = std::time::Instant::now();
     futures::stream::iter(0..10_000)
         .map(|i| {
@@ -1488,5 +1501,16 @@ async fn perf_10k_objects() {
         .for_each(|_| async {})
         .await;
     eprintln!("status apply 10k: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    while seen.lock().unwrap().len() < 10_000 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "controller saw {}",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("controller caught up after {:?}", t.elapsed());
+    ctl.abort();
     eprintln!("objects {}", emu.object_count());
 }

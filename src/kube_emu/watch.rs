@@ -65,16 +65,16 @@ impl Filter {
         self.passes(stored).then(|| to_view(&self.res, stored))
     }
 
-    fn render(&self, view: &Value) -> Value {
+    fn render(&self, view: Value) -> Value {
         match self.repr {
-            As::Object => view.clone(),
-            As::Metadata => table::partial(view),
+            As::Object => view,
+            As::Metadata => table::partial(&view),
             As::Table => {
                 let rv = view
                     .pointer("/metadata/resourceVersion")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                table::table(&self.res, &[view], rv, None, "Metadata")
+                table::table(&self.res, &[&view], rv, None, "Metadata")
             }
         }
     }
@@ -195,7 +195,7 @@ pub fn start(
         tokio::pin!(sleep_deadline);
         let mut last_rv = start_rv;
         for v in initial {
-            if tx.send(line("ADDED", filter.render(&v))).await.is_err() {
+            if tx.send(line("ADDED", filter.render(v))).await.is_err() {
                 return;
             }
         }
@@ -210,7 +210,7 @@ pub fn start(
         for c in replay {
             last_rv = last_rv.max(c.rv);
             if let Some((k, v)) = filter.event(&c)
-                && tx.send(line(k, filter.render(&v))).await.is_err()
+                && tx.send(line(k, filter.render(v))).await.is_err()
             {
                 return;
             }
@@ -229,7 +229,7 @@ pub fn start(
                             continue;
                         }
                         if let Some((k, v)) = filter.event(&c)
-                            && tx.send(line(k, filter.render(&v))).await.is_err() {
+                            && tx.send(line(k, filter.render(v))).await.is_err() {
                                 return;
                             }
                     }
@@ -273,7 +273,7 @@ pub fn start(
                             continue;
                         }
                         if let Some((k, v)) = filter.event(&c)
-                            && tx.send(line(k, filter.render(&v))).await.is_err() {
+                            && tx.send(line(k, filter.render(v))).await.is_err() {
                                 return;
                             }
                     }
