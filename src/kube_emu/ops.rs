@@ -420,7 +420,9 @@ impl Emu {
                 if res.custom {
                     return Err(unsupported_patch());
                 }
-                Kind::Merge(parse_json(body)?)
+                let mut p = parse_json(body)?;
+                strip_directives(&mut p);
+                Kind::Merge(p)
             }
             "application/json-patch+json" => Kind::Json(
                 serde_json::from_slice(body)
@@ -980,6 +982,20 @@ fn json_patch_like_apiserver(doc: &mut Value, patch: &json_patch::Patch) -> Resu
         })?;
     }
     Ok(())
+}
+
+/// Drops strategic-merge-patch directives (`$patch`, `$setElementOrder/...`, `$retainKeys`,
+/// `$deleteFromPrimitiveList/...`): for the built-in kinds served here (maps and scalars) the
+/// rest of the patch means the same as a JSON merge patch.
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
