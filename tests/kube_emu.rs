@@ -147,6 +147,19 @@ async fn crud_on_custom_resource_and_secret() {
         .unwrap();
     assert!(secrets.get_opt("tok").await.unwrap().is_none());
 
+    // Undecodable metadata is a bad request, not a crash.
+    let url = format!(
+        "{}apis/example.dev/v1/namespaces/default/widgets",
+        emu.url()
+    );
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&json!({"apiVersion": "example.dev/v1", "kind": "Widget", "metadata": {"name": "l", "labels": "x"}, "spec": {"type": "t"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+
     // A namespace must exist.
     let nowhere: Api<Widget> = Api::namespaced(client.clone(), "nowhere");
     let err = api_err(

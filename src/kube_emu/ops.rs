@@ -280,6 +280,7 @@ impl Emu {
         {
             m.remove("status");
         }
+        check_meta(&obj)?;
         if res.plural == "namespaces" && res.group.is_empty() {
             obj["status"] = json!({"phase": "Active"});
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -634,6 +635,7 @@ impl Emu {
                 }
             }
         }
+        check_meta(&new)?;
         normalize_builtin(res, &mut new);
         let sub = opts.subresource.as_deref();
         if sub == Some("status") && !res.status_subresource {
@@ -982,6 +984,29 @@ fn json_patch_like_apiserver(doc: &mut Value, patch: &json_patch::Patch) -> Resu
         })?;
     }
     Ok(())
+}
+
+/// Rejects metadata the real server could not even decode (labels that are not a string map...).
+fn check_meta(obj: &Value) -> Result<(), ApiError> {
+    let meta = &obj["metadata"];
+    for k in ["labels", "annotations"] {
+        match meta.get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(Value::is_string) => {}
+            Some(_) => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.{k}: must be a map of strings"
+                )));
+            }
+        }
+    }
+    match meta.get("finalizers") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(()),
+        Some(_) => Err(ApiError::bad_request(
+            "metadata.finalizers: must be a list of strings",
+        )),
+    }
 }
 
 /// Drops strategic-merge-patch directives (`$patch`, `$setElementOrder/...`, `$retainKeys`,
