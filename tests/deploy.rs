@@ -1223,6 +1223,13 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
         );
     }
 
+    let unused: Vec<_> = granted_rules(&objs)
+        .into_iter()
+        .flat_map(|(g, r, verbs)| verbs.into_iter().map(move |v| (g.clone(), r.clone(), v)))
+        .filter(|k| !used.contains(k))
+        .collect();
+    eprintln!("granted but not used in this run: {unused:?}");
+
     // /healthz, and the metrics: every exposed family is documented. Families appear once they have a sample;
     // after this run all but reconcile_errors (no failures) must have one.
     let addr = running.addr;
@@ -1271,4 +1278,63 @@ async fn readyz_turns_ready_once_caches_synced() {
     })
     .await;
     running.sandbox.stop().await;
+}
+
+/// The Argo CD health check in docs/operations.md, run by a Lua interpreter (skips when none is installed; Argo CD
+/// runs gopher-lua, Lua 5.1, and the script uses nothing newer).
+#[test]
+fn argocd_health_check_in_the_docs_maps_phases() {
+    let docs = std::fs::read_to_string(Path::new(ROOT).join("docs/operations.md")).expect("docs");
+    let key = "resource.customizations.health.droplet-operator.dev_DropletAction: |\n";
+    let start = docs.find(key).expect("the health check is documented") + key.len();
+    let script: String = docs[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("health.lua"), &script).expect("write script");
+    let harness = r#"
+local check = assert(loadfile(arg[1]))
+local function status(o) obj = o; local hs = check(); return hs.status .. "|" .. tostring(hs.message) end
+local function da(phase, msg, gen, observed)
+  return {metadata = {generation = gen or 1}, status = {phase = phase, message = msg, observedGeneration = observed or 1}}
+end
+print(status({metadata = {generation = 1}}))
+print(status(da("Pending", "waiting for droplet")))
+print(status(da("Running", nil)))
+print(status(da("Succeeded", "reboot completed")))
+print(status(da("Failed", "403: add scope droplet:update")))
+print(status(da("Expired", "notAfter passed")))
+print(status(da("Succeeded", "old", 2, 1)))
+"#;
+    std::fs::write(dir.path().join("harness.lua"), harness).expect("write harness");
+    let Some(out) = ["lua", "lua5.1", "lua5.4", "luajit"]
+        .iter()
+        .find_map(|lua| {
+            Command::new(lua)
+                .arg(dir.path().join("harness.lua"))
+                .arg(dir.path().join("health.lua"))
+                .output()
+                .ok()
+        })
+    else {
+        eprintln!("skipping: no Lua interpreter found");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Progressing|Waiting for droplet-operator\n\
+         Progressing|waiting for droplet\n\
+         Progressing|Running\n\
+         Healthy|reboot completed\n\
+         Degraded|403: add scope droplet:update\n\
+         Degraded|notAfter passed\n\
+         Progressing|Waiting for droplet-operator\n"
+    );
 }
