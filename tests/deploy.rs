@@ -1,10 +1,12 @@
-//! The installation manifests as `kubectl kustomize` renders them (deploy/, its namespaced overlay, the
-//! ServiceMonitor component): exactly the expected objects, a Deployment that passes the *restricted* Pod Security
-//! Standard, RBAC that grants exactly what the operator calls, and flags and env vars the binary really accepts.
+//! The installation manifests as `kubectl kustomize` renders them (deploy/, its namespaced overlay, a tenant overlay
+//! of it, the ServiceMonitor component): exactly the expected objects, a Deployment that passes the *restricted* Pod
+//! Security Standard (checked control by control), RBAC that grants exactly [`EXPECTED_RULES`], and flags and env
+//! vars that `droplet-operator run` really accepts. Then the real binary runs against the sandbox's emulated API
+//! server: every request it makes must be allowed by the rendered RBAC, and every metric it exposes documented.
 //!
 //! The tests that render skip with a message when kubectl is not installed (kubectl >= 1.21 has kustomize built in).
-//! [`granted_rules`] turns rendered RBAC into a `(apiGroup, resource, verbs)` table, for reuse by a test that checks
-//! every API call the operator makes against it.
+//! [`granted_rules`] turns rendered RBAC into an `(apiGroup, resource, verbs)` table; [`rbac_attributes`] turns a
+//! request into what RBAC checks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
