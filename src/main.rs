@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use droplet_operator::digitalocean::Token;
-use droplet_operator::operator::{self, OperatorConfig};
+use droplet_operator::operator::{self, LeaderElection, OperatorConfig};
 use droplet_operator::sandbox::{Sandbox, SandboxOptions};
 use droplet_operator::sim::Faults;
 use droplet_operator::telemetry::{self, LogFormat};
@@ -121,9 +121,33 @@ struct RunArgs {
     /// Multiply poll intervals and waits by this factor (for fast simulators; keep 1 against DigitalOcean).
     #[arg(long, env = "POLL_SCALE", default_value_t = 1.0, hide = true)]
     poll_scale: f64,
-    /// Name of this instance for events (the pod name in a cluster).
+    /// Name of this instance for events and leader election (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Reconcile only while holding a Lease, so several replicas can run with one active.
+    #[arg(long, env = "LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE",
+        default_value = "droplet-operator"
+    )]
+    leader_election_lease: String,
+    /// Seconds the Lease stays valid without renewal (how long a standby waits after the leader died).
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+}
+
+/// Host name plus process id: unique per process when no pod name is given.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn default_token(args: &RunArgs) -> Result<Option<Token>, String> {
@@ -151,6 +175,12 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics_addr: Some(args.metrics_addr),
         do_timeout: Duration::from_secs(args.do_timeout_seconds.max(1)),
         poll_scale: args.poll_scale,
+        leader_election: args.leader_elect.then(|| LeaderElection {
+            namespace: args.leader_election_namespace.clone(),
+            lease_name: args.leader_election_lease.clone(),
+            identity: args.instance.clone().unwrap_or_else(default_identity),
+            lease_duration_seconds: args.lease_duration_seconds,
+        }),
         instance: args.instance,
     };
     operator::run(client, cfg, operator::shutdown_signal()).await

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tracing::info;
@@ -31,6 +32,21 @@ pub struct OperatorConfig {
     pub poll_scale: f64,
     /// Instance name for events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Run only while holding this Lease (None: always run).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Leader election with a `coordination.k8s.io/v1` Lease: only the holder reconciles.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    /// Namespace of the Lease (the operator's own).
+    pub namespace: String,
+    /// Name of the Lease.
+    pub lease_name: String,
+    /// This instance's identity (the pod name).
+    pub identity: String,
+    /// Seconds a lease stays valid after its last renewal; a standby takes over after this.
+    pub lease_duration_seconds: u64,
 }
 
 /// Reads the default token from a file (trimmed). The path, not the content, appears in errors.
@@ -57,7 +73,8 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
     DoClient::new(client_cfg).map_err(|e| format!("invalid DigitalOcean API settings: {e}"))
 }
 
-/// Runs the operator with `client` until `shutdown` resolves.
+/// Runs the operator with `client` until `shutdown` resolves (or, with leader election, until the Lease is
+/// lost: then it returns an error so the process exits and restarts as a standby).
 pub async fn run(
     client: kube::Client,
     cfg: OperatorConfig,
@@ -73,6 +90,71 @@ pub async fn run(
             .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
         info!(%bound, "serving /metrics, /healthz and /readyz");
     }
+
+    let mut lost_leadership = None;
+    let mut lease_task = None;
+    let mut release: Option<tokio::sync::oneshot::Sender<()>> = None;
+    if let Some(le) = &cfg.leader_election {
+        let duration = le.lease_duration_seconds.max(2);
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
+            .with_namespace(&le.namespace)
+            .with_identity(&le.identity)
+            .with_duration(duration)
+            .with_grace((duration / 3).max(1))
+            .with_field_manager(crate::crd::FIELD_MANAGER)
+            .build()
+            .await
+            .map_err(|e| format!("cannot use Lease {}/{}: {e}", le.namespace, le.lease_name))?;
+        let (mut leader, task) = manager.watch().await;
+        lease_task = Some(task);
+        info!(lease = %le.lease_name, namespace = %le.namespace, identity = %le.identity, "waiting to become the leader");
+        while !*leader.borrow_and_update() {
+            tokio::select! {
+                changed = leader.changed() => {
+                    if changed.is_err() {
+                        return Err("leader election stopped".into());
+                    }
+                }
+                _ = shutdown.clone() => return Ok(()),
+            }
+        }
+        info!(identity = %le.identity, "became the leader");
+        let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, mut release_rx) = tokio::sync::oneshot::channel::<()>();
+        lost_leadership = Some(lost_rx);
+        release = Some(release_tx);
+        tokio::spawn(async move {
+            // Holding `leader` keeps the Lease renewed; dropping it (when this task ends) releases the Lease.
+            loop {
+                tokio::select! {
+                    _ = &mut release_rx => return,
+                    changed = leader.changed() => {
+                        if changed.is_err() || !*leader.borrow_and_update() {
+                            let _ = lost_tx.send(());
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let lost = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let lost = lost.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            match lost_leadership {
+                Some(rx) => {
+                    tokio::select! {
+                        _ = shutdown => {}
+                        r = rx => if r.is_ok() { lost.store(true, Ordering::SeqCst) },
+                    }
+                }
+                None => shutdown.await,
+            }
+        }
+    };
+
     let options = RunOptions {
         namespaces: cfg.namespaces.clone(),
         concurrency: cfg.concurrency,
@@ -86,15 +168,17 @@ pub async fn run(
         default_token = cfg.default_token.as_ref().map(Token::fingerprint),
         "starting controller"
     );
-    controller::run(
-        client,
-        do_client,
-        options,
-        metrics,
-        Some(ready_tx),
-        shutdown,
-    )
-    .await;
+    controller::run(client, do_client, options, metrics, Some(ready_tx), stop).await;
+    if lost.load(Ordering::SeqCst) {
+        // Another instance holds the Lease now: exit so the orchestrator restarts this one as a standby.
+        return Err("lost the leader Lease; exiting so another instance can take over".into());
+    }
+    if let (Some(release), Some(task)) = (release, lease_task) {
+        // Hand the Lease over at once instead of letting a standby wait for it to expire.
+        let _ = release.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+        info!("released the leader Lease");
+    }
     Ok(())
 }
 

@@ -161,6 +161,7 @@ impl Sandbox {
                 do_timeout: opts.do_timeout,
                 poll_scale: opts.poll_scale,
                 instance: Some("sandbox".into()),
+                leader_election: None,
             };
             let client = kube.client();
             let mut rx = stop_rx.clone();

@@ -44,11 +44,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::TryStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -97,6 +99,8 @@ pub struct Context {
     pub wake: mpsc::UnboundedSender<ObjectRef<DropletAction>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether each store holds its initial list.
+    pub synced: Vec<Arc<AtomicBool>>,
     /// UIDs of resources this controller finished; the caches may lag behind their final status.
     pub finished: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
@@ -137,15 +141,38 @@ pub async fn run(
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<ObjectRef<DropletAction>>();
     let (fanout_tx, _) = tokio::sync::broadcast::channel::<ObjectRef<DropletAction>>(4096);
     let config = ControllerConfig::default().concurrency(options.concurrency);
-    let controllers: Vec<Controller<DropletAction>> = apis
-        .into_iter()
-        .map(|api| {
-            // Bookmarks keep the watch cheap to resume; the store keeps every object for the ordering gate.
-            Controller::new(api, watcher::Config::default().any_semantic())
-                .with_config(config.clone())
-        })
+    // Each namespace gets its own reflector. We run the reflectors ourselves (rather than Controller::new) to
+    // learn exactly when each cache holds the initial list (readiness), and to drop managedFields before
+    // caching (the controller never reads them; they are most of an object's size).
+    let synced: Vec<Arc<AtomicBool>> = apis
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(false)))
         .collect();
-    let stores: Vec<Store<DropletAction>> = controllers.iter().map(Controller::store).collect();
+    let ready_signal = ready.map(Arc::new);
+    let mut controllers = Vec::new();
+    let mut stores = Vec::new();
+    for (api, flag) in apis.into_iter().zip(synced.iter().cloned()) {
+        let (reader, writer) = reflector::store::<DropletAction>();
+        let all_flags = synced.clone();
+        let ready_signal = ready_signal.clone();
+        let stream = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|da| da.managed_fields_mut().clear())
+            .reflect(writer)
+            .inspect_ok(move |ev| {
+                if matches!(ev, watcher::Event::InitDone) && !flag.swap(true, Ordering::SeqCst) {
+                    if all_flags.iter().all(|f| f.load(Ordering::SeqCst)) {
+                        info!("caches synced");
+                        if let Some(r) = &ready_signal {
+                            let _ = r.send(true);
+                        }
+                    }
+                }
+            })
+            .applied_objects();
+        stores.push(reader.clone());
+        controllers.push(Controller::for_stream(stream, reader).with_config(config.clone()));
+    }
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -159,6 +186,7 @@ pub async fn run(
         do_client,
         default_token: options.default_token.clone(),
         stores: stores.clone(),
+        synced: synced.clone(),
         recorder,
         config: options.decide.clone(),
         wake: wake_tx,
@@ -174,19 +202,6 @@ pub async fn run(
             let _ = fanout.send(r);
         }
     });
-
-    if let Some(ready) = ready {
-        let stores = stores.clone();
-        tokio::spawn(async move {
-            for s in &stores {
-                if s.wait_until_ready().await.is_err() {
-                    return;
-                }
-            }
-            info!("caches synced");
-            let _ = ready.send(true);
-        });
-    }
 
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let namespaces = options.namespaces.clone();

@@ -166,15 +166,30 @@ fn requeue(d: Option<Duration>) -> Requeue {
 pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // The ordering gate and adoption read every DropletAction from the caches: never decide on a partial view
     // (after a restart the first reconciles can start before the initial list is in).
-    for store in &ctx.stores {
-        if store.wait_until_ready().await.is_err() {
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
-        }
+    // (Store::wait_until_ready is not used: it wakes only one of several concurrent waiters.)
+    if !ctx
+        .synced
+        .iter()
+        .all(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        return Ok(Requeue::requeue(Duration::from_millis(200)));
     }
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let api: Api<DropletAction> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut obj = (*obj).clone();
+    // An open intent in the cache is often our own write from a moment ago, with the outcome already stored but
+    // not yet seen by the watch. Re-read before adopting: a Kubernetes GET is cheaper than a DigitalOcean list.
+    if obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.pending_initiation.is_some())
+    {
+        match api.get_opt(&name).await.map_err(Error::Kube)? {
+            Some(fresh) => obj = fresh,
+            None => return Ok(Requeue::await_change()),
+        }
+    }
     // The spec is immutable (admission enforces it), so one copy serves every step.
     let spec = obj.spec.clone();
     let generation = obj.metadata.generation.unwrap_or(1);

@@ -97,6 +97,7 @@ impl World {
             do_timeout: Duration::from_secs(2),
             poll_scale: POLL_SCALE,
             instance: Some("test".into()),
+            leader_election: None,
         };
         let (stop, mut rx) = tokio::sync::watch::channel(false);
         let c = client.clone();
