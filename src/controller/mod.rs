@@ -160,12 +160,12 @@ pub async fn run(
             .modify(|da| da.managed_fields_mut().clear())
             .reflect(writer)
             .inspect_ok(move |ev| {
-                if matches!(ev, watcher::Event::InitDone) && !flag.swap(true, Ordering::SeqCst) {
-                    if all_flags.iter().all(|f| f.load(Ordering::SeqCst)) {
-                        info!("caches synced");
-                        if let Some(r) = &ready_signal {
-                            let _ = r.send(true);
-                        }
+                let first_sync =
+                    matches!(ev, watcher::Event::InitDone) && !flag.swap(true, Ordering::SeqCst);
+                if first_sync && all_flags.iter().all(|f| f.load(Ordering::SeqCst)) {
+                    info!("caches synced");
+                    if let Some(r) = &ready_signal {
+                        let _ = r.send(true);
                     }
                 }
             })
