@@ -33,7 +33,19 @@ pub async fn lookup(
         });
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&reference.name).await? else {
+    let secret = match secrets.get_opt(&reference.name).await {
+        Ok(s) => s,
+        // RBAC: in the namespaced or opt-in set-ups the operator may only read Secrets where it was allowed to.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(TokenLookup::Missing(format!(
+                "the operator is not allowed to read Secret {namespace}/{} named by spec.tokenSecretRef: grant it get on \
+                 secrets in namespace {namespace} (bind the ClusterRole droplet-operator-token-reader there)",
+                reference.name
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let Some(secret) = secret else {
         return Ok(TokenLookup::Missing(format!(
             "Secret {namespace}/{} named by spec.tokenSecretRef was not found: create it with the DigitalOcean token under key {:?}",
             reference.name, reference.key
