@@ -365,13 +365,15 @@ fn note(warning: bool, reason: &'static str, text: impl Into<String>) -> Option<
     })
 }
 
-fn finish(
+/// Writes a final phase (Succeeded, Failed or Expired) with its reason and message, and schedules the TTL.
+pub fn finished(
     mut st: DropletActionStatus,
     input: &Input,
     phase: Phase,
     reason: &'static str,
+    event_reason: &'static str,
     message: String,
-) -> Next {
+) -> Update {
     set_phase(
         &mut st,
         phase,
@@ -388,11 +390,54 @@ fn finish(
         .spec
         .ttl_seconds_after_finished
         .map(|s| Duration::from_secs(s.max(0) as u64));
-    update(
-        st,
+    Update {
+        status: st,
         requeue,
-        note(phase != Phase::Succeeded, reason, message),
+        note: note(phase != Phase::Succeeded, event_reason, message),
+    }
+}
+
+fn finish(
+    st: DropletActionStatus,
+    input: &Input,
+    phase: Phase,
+    reason: &'static str,
+    message: String,
+) -> Next {
+    Next::Update(finished(st, input, phase, reason, reason, message))
+}
+
+/// A permanent DigitalOcean error (401, 403, 404, invalid request): Failed with DigitalOcean's words, no retry.
+fn failed_by(mut st: DropletActionStatus, input: &Input, error: &DoError) -> Update {
+    st.last_error = Some(last_error(error, input.now));
+    finished(
+        st,
+        input,
+        Phase::Failed,
+        error.reason(),
+        "Failed",
+        describe_error(error),
     )
+}
+
+/// Records one more transient failure in status and returns how long to wait (capped exponential backoff,
+/// at least DigitalOcean's retry-after).
+fn schedule_retry(
+    st: &mut DropletActionStatus,
+    input: &Input,
+    error: &DoError,
+    cap: Duration,
+) -> Duration {
+    let failures = st.retry.as_ref().map(|r| r.failures).unwrap_or(0) + 1;
+    let mut delay = backoff(failures, input.config.retry_base, cap);
+    if let Some(after) = error.retry_after() {
+        delay = delay.max(after);
+    }
+    st.retry = Some(RetryState {
+        failures,
+        next_attempt_time: Time(plus(input.now, delay)),
+    });
+    delay
 }
 
 /// Decides the next step for a DropletAction.
@@ -893,21 +938,14 @@ pub fn after_post(
         Ok(_) => {
             // DigitalOcean accepted a by-tag request but no droplet had the tag any more.
             let msg = "DigitalOcean started no action: no droplet has the tag any more".to_string();
-            st.pending_initiation = None;
-            set_phase(
-                &mut st,
+            finished(
+                st,
+                input,
                 Phase::Failed,
                 reasons::NO_DROPLETS,
-                msg.clone(),
-                input.generation,
-                now,
-            );
-            st.completion_time = Some(Time(now));
-            Update {
-                status: st,
-                requeue: None,
-                note: note(true, reasons::NO_DROPLETS, msg),
-            }
+                reasons::NO_DROPLETS,
+                msg,
+            )
         }
         Err(PostError {
             error,
@@ -943,84 +981,49 @@ pub fn after_post(
         }) => {
             st.pending_initiation = None;
             st.last_error = Some(last_error(&error, now));
-            let phase = st.phase.unwrap_or_default();
-            if error.kind() == ErrorKind::DropletBusy || error.is_transient() {
-                let failures = st.retry.as_ref().map(|r| r.failures).unwrap_or(0) + 1;
-                let busy = error.kind() == ErrorKind::DropletBusy;
-                let cap = if busy {
-                    input.config.busy_max
-                } else {
-                    input.config.retry_max
-                };
-                let mut delay = backoff(failures, input.config.retry_base, cap);
-                if let Some(after) = error.retry_after() {
-                    delay = delay.max(after);
-                }
-                st.retry = Some(RetryState {
-                    failures,
-                    next_attempt_time: Time(plus(now, delay)),
-                });
-                let (reason, msg) = if busy {
-                    let d = match &init.target {
-                        InitTarget::Droplet(d) => format!("droplet {d}"),
-                        InitTarget::Tag(t) => format!("a droplet tagged {t}"),
-                    };
-                    (
-                        reasons::DROPLET_BUSY,
-                        format!(
-                            "{d} is busy with another action on DigitalOcean ({}); retrying in {}s",
-                            error.message(),
-                            delay.as_secs()
-                        ),
-                    )
-                } else {
-                    (
-                        reasons::RETRYING,
-                        format!(
-                            "{}; retrying in {}s",
-                            describe_error(&error),
-                            delay.as_secs()
-                        ),
-                    )
-                };
-                let phase = if phase == Phase::Running {
-                    Phase::Running
-                } else {
-                    Phase::Pending
-                };
-                set_phase(&mut st, phase, reason, msg.clone(), input.generation, now);
-                let ev_reason = if busy {
-                    reasons::DROPLET_BUSY
-                } else {
-                    reasons::RETRYING
-                };
-                Update {
-                    status: st,
-                    requeue: Some(delay),
-                    note: note(!busy, ev_reason, msg),
-                }
+            let busy = error.kind() == ErrorKind::DropletBusy;
+            if !busy && !error.is_transient() {
+                return failed_by(st, input, &error);
+            }
+            let cap = if busy {
+                input.config.busy_max
             } else {
-                let msg = describe_error(&error);
-                set_phase(
-                    &mut st,
-                    Phase::Failed,
-                    error.reason(),
-                    msg.clone(),
-                    input.generation,
-                    now,
-                );
-                st.completion_time = Some(Time(now));
-                st.retry = None;
-                st.action_summary = action_summary(input.spec, &st);
-                let requeue = input
-                    .spec
-                    .ttl_seconds_after_finished
-                    .map(|s| Duration::from_secs(s.max(0) as u64));
-                Update {
-                    status: st,
-                    requeue,
-                    note: note(true, "Failed", msg),
-                }
+                input.config.retry_max
+            };
+            let delay = schedule_retry(&mut st, input, &error, cap);
+            let (reason, msg) = if busy {
+                let d = match &init.target {
+                    InitTarget::Droplet(d) => format!("droplet {d}"),
+                    InitTarget::Tag(t) => format!("a droplet tagged {t}"),
+                };
+                (
+                    reasons::DROPLET_BUSY,
+                    format!(
+                        "{d} is busy with another action on DigitalOcean ({}); retrying in {}s",
+                        error.message(),
+                        delay.as_secs()
+                    ),
+                )
+            } else {
+                (
+                    reasons::RETRYING,
+                    format!(
+                        "{}; retrying in {}s",
+                        describe_error(&error),
+                        delay.as_secs()
+                    ),
+                )
+            };
+            let phase = if st.phase == Some(Phase::Running) {
+                Phase::Running
+            } else {
+                Phase::Pending
+            };
+            set_phase(&mut st, phase, reason, msg.clone(), input.generation, now);
+            Update {
+                status: st,
+                requeue: Some(delay),
+                note: note(!busy, reason, msg),
             }
         }
     }
@@ -1184,56 +1187,30 @@ pub fn after_track(
 /// Folds a failed poll into the status: transient errors back off (the backoff survives restarts because it
 /// lives in status), permanent ones fail the resource.
 pub fn after_track_error(input: &Input, status: &DropletActionStatus, error: &DoError) -> Update {
-    let now = input.now;
     let mut st = status.clone();
-    st.last_error = Some(last_error(error, now));
-    if error.is_transient() || error.kind() == ErrorKind::DropletBusy {
-        let failures = st.retry.as_ref().map(|r| r.failures).unwrap_or(0) + 1;
-        let mut delay = backoff(failures, input.config.retry_base, input.config.retry_max);
-        if let Some(after) = error.retry_after() {
-            delay = delay.max(after);
-        }
-        st.retry = Some(RetryState {
-            failures,
-            next_attempt_time: Time(plus(now, delay)),
-        });
-        let msg = format!(
-            "checking the action's progress failed: {}; retrying in {}s",
-            describe_error(error),
-            delay.as_secs()
-        );
-        let phase = st.phase.unwrap_or_default();
-        set_phase(
-            &mut st,
-            phase,
-            reasons::RETRYING,
-            msg.clone(),
-            input.generation,
-            now,
-        );
-        Update {
-            status: st,
-            requeue: Some(delay),
-            note: note(true, reasons::RETRYING, msg),
-        }
-    } else {
-        let msg = describe_error(error);
-        set_phase(
-            &mut st,
-            Phase::Failed,
-            error.reason(),
-            msg.clone(),
-            input.generation,
-            now,
-        );
-        st.completion_time = Some(Time(now));
-        st.pending_initiation = None;
-        st.retry = None;
-        Update {
-            status: st,
-            requeue: None,
-            note: note(true, "Failed", msg),
-        }
+    if !error.is_transient() && error.kind() != ErrorKind::DropletBusy {
+        return failed_by(st, input, error);
+    }
+    st.last_error = Some(last_error(error, input.now));
+    let delay = schedule_retry(&mut st, input, error, input.config.retry_max);
+    let msg = format!(
+        "checking the action's progress failed: {}; retrying in {}s",
+        describe_error(error),
+        delay.as_secs()
+    );
+    let phase = st.phase.unwrap_or_default();
+    set_phase(
+        &mut st,
+        phase,
+        reasons::RETRYING,
+        msg.clone(),
+        input.generation,
+        input.now,
+    );
+    Update {
+        status: st,
+        requeue: Some(delay),
+        note: note(true, reasons::RETRYING, msg),
     }
 }
 

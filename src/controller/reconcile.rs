@@ -14,6 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
+use super::conditions::reasons;
 use super::decide::{
     self, AdoptOutcome, DecideConfig, Gate, InitTarget, Input, Next, Note, TokenState, Update,
     adoption_candidates,
@@ -258,22 +259,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         let next = decide::decide(&input);
         debug!(?next, "decided");
         match next {
-            Next::Update(Update {
-                status,
-                requeue: after,
-                note,
-            }) => {
-                let Written::Ok(updated) = write_status(&api, &obj, &status).await? else {
-                    return Ok(Requeue::requeue(Duration::from_millis(200)));
-                };
-                publish(&ctx, &updated, &note).await;
-                if !was_terminal && updated.phase().is_terminal() {
-                    info!(phase = updated.phase().as_str(), "finished");
-                    ctx.metrics.finished(&updated);
-                    wake_waiters(&ctx, &updated);
-                }
-                return Ok(requeue(after));
-            }
+            Next::Update(u) => return finish_update(&ctx, &api, &obj, u).await,
             Next::Delete => {
                 info!("ttlSecondsAfterFinished elapsed; deleting");
                 match api.delete(&name, &Default::default()).await {
@@ -291,32 +277,19 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 match ctx.do_client.list_droplets_by_tag(token, &tag).await {
                     Ok(droplets) if droplets.is_empty() => {
                         let msg = format!("no droplet has the tag {tag:?}; nothing to do");
-                        super::conditions::set_phase(
-                            &mut st,
-                            Phase::Failed,
-                            super::conditions::reasons::NO_DROPLETS,
-                            msg.clone(),
-                            generation,
-                            Timestamp::now(),
-                        );
-                        st.completion_time = Some(
-                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-                        );
-                        if st.start_time.is_none() {
-                            st.start_time = st.completion_time.clone();
-                        }
-                        st.target.get_or_insert_with(|| obj.target());
-                        let note = Some(Note {
-                            warning: true,
-                            reason: super::conditions::reasons::NO_DROPLETS,
-                            text: msg,
-                        });
-                        let Written::Ok(updated) = write_status(&api, &obj, &st).await? else {
-                            return Ok(Requeue::requeue(Duration::from_millis(200)));
+                        let input = Input {
+                            now: Timestamp::now(),
+                            ..input
                         };
-                        publish(&ctx, &updated, &note).await;
-                        ctx.metrics.finished(&updated);
-                        return Ok(Requeue::await_change());
+                        let u = decide::finished(
+                            st,
+                            &input,
+                            Phase::Failed,
+                            reasons::NO_DROPLETS,
+                            reasons::NO_DROPLETS,
+                            msg,
+                        );
+                        return finish_update(&ctx, &api, &obj, u).await;
                     }
                     Ok(droplets) => {
                         let mut ids: Vec<i64> = droplets.iter().map(|d| d.id).collect();
@@ -348,31 +321,19 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 let req = match request::action_request(&obj.spec, init.type_) {
                     Ok(r) => r,
                     Err(msg) => {
-                        let mut st = status.clone();
-                        super::conditions::set_phase(
-                            &mut st,
+                        let input = Input {
+                            now: Timestamp::now(),
+                            ..input
+                        };
+                        let u = decide::finished(
+                            status.clone(),
+                            &input,
                             Phase::Failed,
-                            super::conditions::reasons::REJECTED,
-                            msg.clone(),
-                            generation,
-                            Timestamp::now(),
+                            reasons::REJECTED,
+                            reasons::REJECTED,
+                            msg,
                         );
-                        st.completion_time = Some(
-                            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-                        );
-                        if let Written::Ok(updated) = write_status(&api, &obj, &st).await? {
-                            publish(
-                                &ctx,
-                                &updated,
-                                &Some(Note {
-                                    warning: true,
-                                    reason: super::conditions::reasons::REJECTED,
-                                    text: msg,
-                                }),
-                            )
-                            .await;
-                        }
-                        return Ok(Requeue::await_change());
+                        return finish_update(&ctx, &api, &obj, u).await;
                     }
                 };
                 // 1. Record the intent. If this write fails nothing was sent; if the process dies after it, the
@@ -399,16 +360,8 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                     ..input
                 };
                 let u = decide::after_post(&input, &init, result);
-                let Written::Ok(updated) = write_status(&api, &obj, &u.status).await? else {
-                    // The IDs could not be recorded; the intent stays and the next reconcile adopts them.
-                    return Ok(Requeue::requeue(Duration::from_millis(200)));
-                };
-                publish(&ctx, &updated, &u.note).await;
-                if !was_terminal && updated.phase().is_terminal() {
-                    ctx.metrics.finished(&updated);
-                    wake_waiters(&ctx, &updated);
-                }
-                return Ok(requeue(u.requeue));
+                // If this write fails, the intent stays and the next reconcile adopts the action(s).
+                return finish_update(&ctx, &api, &obj, u).await;
             }
             Next::Adopt(adoption) => {
                 let Some(token) = &token else {
@@ -558,13 +511,24 @@ async fn finish_with_error(
         now: Timestamp::now(),
         ..input.clone()
     };
-    let u = decide::after_track_error(&input, status, e);
-    if let Written::Ok(updated) = write_status(api, obj, &u.status).await? {
-        publish(ctx, &updated, &u.note).await;
-        if updated.phase().is_terminal() {
-            ctx.metrics.finished(&updated);
-            wake_waiters(ctx, &updated);
-        }
+    finish_update(ctx, api, obj, decide::after_track_error(&input, status, e)).await
+}
+
+/// Writes a status update, publishes its event, and wakes waiters when it is final.
+async fn finish_update(
+    ctx: &Context,
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    u: Update,
+) -> Result<Requeue, Error> {
+    let Written::Ok(updated) = write_status(api, obj, &u.status).await? else {
+        return Ok(Requeue::requeue(Duration::from_millis(200)));
+    };
+    publish(ctx, &updated, &u.note).await;
+    if !obj.phase().is_terminal() && updated.phase().is_terminal() {
+        info!(phase = updated.phase().as_str(), "finished");
+        ctx.metrics.finished(&updated);
+        wake_waiters(ctx, &updated);
     }
     Ok(requeue(u.requeue))
 }
