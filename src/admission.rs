@@ -511,8 +511,7 @@ fn fmt_bound(x: f64) -> String {
 
 /// Convenience for tests and tools: admission of a DropletAction manifest against the generated CRD.
 pub fn droplet_action_validator() -> SchemaValidator {
-    use kube::CustomResourceExt;
-    match SchemaValidator::for_crd(&crate::crd::DropletAction::crd()) {
+    match SchemaValidator::for_crd(&crate::crd::definition()) {
         Some(v) => v,
         None => unreachable!("the generated DropletAction CRD always has a schema"),
     }

@@ -589,10 +589,52 @@ impl DropletAction {
     }
 }
 
+/// The CustomResourceDefinition of `DropletAction`, as installed: the derived one with descriptions reflowed
+/// into paragraphs (doc comments are wrapped at the source width; `kubectl explain` wraps text itself).
+pub fn definition()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = DropletAction::crd();
+    for version in crd.spec.versions.iter_mut() {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            reflow(schema);
+        }
+    }
+    crd
+}
+
+fn reflow(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    if let Some(d) = schema.description.as_mut() {
+        *d = d
+            .split("\n\n")
+            .map(|para| para.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        reflow(child);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) =
+        schema.items.as_mut()
+    {
+        reflow(items);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(extra)) =
+        schema.additional_properties.as_mut()
+    {
+        reflow(extra);
+    }
+}
+
 /// The CRD as YAML, as `droplet-operator crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let crd = DropletAction::crd();
+    let crd = definition();
     match serde_saphyr::to_string(&crd) {
         Ok(yaml) => yaml,
         // Serializing a value built from static types cannot fail short of a bug in the serializer.

@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::CustomResourceExt;
-
 use crate::admission::CrdAdmission;
-use crate::crd::DropletAction;
 use crate::digitalocean::Token;
 use crate::kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 use crate::operator::{self, OperatorConfig};
@@ -120,7 +117,7 @@ impl Sandbox {
             }
         };
 
-        let crds = vec![DropletAction::crd()];
+        let crds = vec![crate::crd::definition()];
         let emu_config = EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
             crds,

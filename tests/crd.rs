@@ -556,8 +556,7 @@ fn every_field_has_a_description_for_kubectl_explain() {
 
 #[test]
 fn crd_has_names_columns_and_status_subresource() {
-    use kube::CustomResourceExt;
-    let crd = serde_json::to_value(droplet_operator::crd::DropletAction::crd()).unwrap();
+    let crd = serde_json::to_value(droplet_operator::crd::definition()).unwrap();
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["da"]));
     assert_eq!(crd["spec"]["names"]["categories"], json!(["digitalocean"]));
     let version = &crd["spec"]["versions"][0];

@@ -512,7 +512,7 @@ async fn dropletaction_crd_with_kubectl() {
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let crd = droplet_operator::crd::DropletAction::crd();
+    let crd = droplet_operator::crd::definition();
     let admission = DropletActionAdmission(droplet_operator::admission::droplet_action_validator());
     let cfg = EmuConfig {
         crds: vec![crd],

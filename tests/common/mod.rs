@@ -11,7 +11,7 @@ use droplet_operator::kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 use droplet_operator::operator::{self, OperatorConfig};
 use droplet_operator::sim::{DEFAULT_SIM_TOKEN, SimConfig, SimHandle, Simulator};
 use kube::api::{ListParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::{Api, ResourceExt};
 
 /// Everything the controller logs in this test process (for "the token never appears" checks).
 pub fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
@@ -61,7 +61,7 @@ pub async fn servers(sim_config: SimConfig) -> (SimHandle, EmuHandle) {
     let sim = Simulator::start(sim_config, loopback())
         .await
         .expect("simulator");
-    let crds = vec![DropletAction::crd()];
+    let crds = vec![droplet_operator::crd::definition()];
     let emu = KubeEmulator::start(
         EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
