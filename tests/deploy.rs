@@ -1054,6 +1054,17 @@ where
         .find_map(|l| l.strip_prefix("DIGITALOCEAN_TOKEN=").map(str::to_string))
         .expect("the sandbox prints the token the simulator accepts");
     setup(sandbox.kube.client(), token.clone()).await;
+    // Run as deployed: with leader election, the Lease in the operator's own namespace.
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(sandbox.kube.client());
+    let ns = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "droplet-operator"}}),
+    )
+    .expect("Namespace");
+    namespaces
+        .create(&Default::default(), &ns)
+        .await
+        .expect("create the operator's namespace");
     sandbox.kube.clear_requests();
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -1063,6 +1074,13 @@ where
             .args(["run", "--metrics-addr", &addr.to_string()])
             .args(["--do-api-url", sandbox.do_api_url.as_str()])
             .args(["--do-timeout-seconds", "5"])
+            .args([
+                "--leader-elect",
+                "--leader-election-namespace",
+                "droplet-operator",
+                "--instance",
+                "rbac-test",
+            ])
             .env("KUBECONFIG", &sandbox.kubeconfig)
             .env("DIGITALOCEAN_TOKEN", &token)
             .env("POLL_SCALE", "0.05")
@@ -1221,6 +1239,8 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
         ("droplet-operator.dev", "dropletactions/status", "patch"),
         ("events.k8s.io", "events", "create"),
         ("", "secrets", "get"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "create"),
     ] {
         assert!(
             used.contains(&(g.to_string(), res.to_string(), v.to_string())),
