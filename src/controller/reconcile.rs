@@ -558,3 +558,48 @@ pub fn decide_config_for_timeout(timeout: Duration, poll_scale: f64) -> DecideCo
         ..defaults
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(remaining_minute: u32, remaining_hour: u32) -> BudgetSnapshot {
+        BudgetSnapshot {
+            remaining_minute,
+            remaining_hour,
+            limit_minute: 240,
+            limit_hour: 4800,
+            blocked_until: None,
+            server_reset: None,
+        }
+    }
+
+    #[test]
+    fn polling_stretches_as_either_rate_window_runs_low() {
+        assert_eq!(budget_factor(&budget(240, 4800)), 1.0);
+        assert_eq!(budget_factor(&budget(100, 4800)), 2.0);
+        assert_eq!(budget_factor(&budget(50, 4800)), 4.0);
+        assert_eq!(budget_factor(&budget(10, 4800)), 8.0);
+        assert_eq!(
+            budget_factor(&budget(240, 400)),
+            8.0,
+            "the hourly window counts too"
+        );
+    }
+
+    #[test]
+    fn status_patches_null_out_removed_fields_and_keep_unchanged_ones_out() {
+        let old = json!({"phase": "Pending", "pendingInitiation": {"attempt": 1}, "retry": {"failures": 2}, "target": "droplet/1"});
+        let new = json!({"phase": "Running", "retry": {"failures": 2}, "target": "droplet/1", "actions": [{"id": 5}]});
+        assert_eq!(
+            merge_diff(&old, &new),
+            json!({"phase": "Running", "pendingInitiation": null, "actions": [{"id": 5}]})
+        );
+        let nested_old = json!({"lastError": {"httpStatus": 500, "message": "x"}});
+        let nested_new = json!({"lastError": {"message": "y"}});
+        assert_eq!(
+            merge_diff(&nested_old, &nested_new),
+            json!({"lastError": {"httpStatus": null, "message": "y"}})
+        );
+    }
+}
