@@ -102,7 +102,7 @@ pub struct Context {
     /// Whether each store holds its initial list.
     pub synced: Vec<Arc<AtomicBool>>,
     /// UIDs of resources this controller finished; the caches may lag behind their final status.
-    pub finished: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub finished: std::sync::Mutex<std::collections::BTreeMap<String, ObjectRef<DropletAction>>>,
 }
 
 /// How to run the controller.

@@ -1,7 +1,7 @@
 //! The reconcile loop: asks [`decide`](super::decide::decide) for the next step, performs its IO, folds the
 //! result back, and repeats until the step is "write status and wait".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,14 +142,13 @@ fn all_known(ctx: &Context) -> Vec<Arc<DropletAction>> {
 fn wake_waiters(ctx: &Context, obj: &DropletAction) {
     if let Some(uid) = &obj.metadata.uid {
         let mut finished = ctx.finished.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget entries the caches caught up with, so the set stays small.
-        let known = all_known(ctx);
-        finished.retain(|u| {
-            known
+        // Forget entries the caches caught up with (final there, or gone), so the map stays small.
+        finished.retain(|_, r| {
+            ctx.stores
                 .iter()
-                .any(|d| d.metadata.uid.as_ref() == Some(u) && !d.phase().is_terminal())
+                .any(|s| s.get(r).is_some_and(|d| !d.phase().is_terminal()))
         });
-        finished.insert(uid.clone());
+        finished.insert(uid.clone(), ObjectRef::from_obj(obj));
     }
     for other in ordering::waiting_on(obj, &all_known(ctx)) {
         let _ = ctx.wake.send(ObjectRef::from_obj(&*other));
@@ -232,11 +231,13 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             .take()
             .unwrap_or_else(|| obj.status.clone().unwrap_or_default());
         let gate = if status.actions.is_empty() {
-            let finished = ctx
+            let finished: BTreeSet<String> = ctx
                 .finished
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .clone();
+                .keys()
+                .cloned()
+                .collect();
             ordering::gate(&obj, &all_known(&ctx), &finished)
         } else {
             Gate::Free
