@@ -307,6 +307,10 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         logs.contains("\"name\":\"metrics-reboot\""),
         "reconcile spans carry the resource name"
     );
+    assert!(
+        logs.contains("\"action_id\":"),
+        "reconcile spans carry the DigitalOcean action ID once known"
+    );
     assert!(!logs.contains(DEFAULT_SIM_TOKEN));
     emu.shutdown();
     sim.shutdown();

@@ -249,6 +249,7 @@ async fn timed_reconcile(
         namespace = obj.metadata.namespace.as_deref().unwrap_or(""),
         name = obj.metadata.name.as_deref().unwrap_or(""),
         r#type = obj.spec.type_.as_str(),
+        action_id = tracing::field::Empty,
     );
     let start = std::time::Instant::now();
     let result = reconcile::reconcile(obj, ctx.clone())

@@ -230,6 +230,9 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         let status = working
             .take()
             .unwrap_or_else(|| obj.status.clone().unwrap_or_default());
+        if let Some(last) = status.actions.last() {
+            tracing::Span::current().record("action_id", last.id);
+        }
         let gate = if status.actions.is_empty() {
             let finished: BTreeSet<String> = ctx
                 .finished
