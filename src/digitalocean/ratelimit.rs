@@ -191,7 +191,13 @@ impl RateBudget {
         if let Some(l) = limit {
             st.server_limit = Some(clamp_u32(l));
         }
-        if let Some(r) = remaining {
+        // A 429 from the burst limit (250/min) also says `ratelimit-remaining: 0`, but comes with `retry-after`;
+        // its `ratelimit-reset` is about the hourly window (when the oldest request of the hour expires), so
+        // waiting for it would stall the token for up to an hour. The caller blocks for `retry-after` instead.
+        let burst = headers.contains_key("retry-after");
+        if let Some(r) = remaining
+            && !(burst && r == 0)
+        {
             st.server_remaining = Some(clamp_u32(r));
         }
         if let Some(r) = reset {
@@ -340,6 +346,24 @@ mod tests {
         b.observe("fp", &h);
         let wait = b.try_acquire("fp").unwrap_err();
         assert!(wait > Duration::from_secs(25), "{wait:?}");
+    }
+
+    #[test]
+    fn a_burst_429_waits_for_retry_after_not_the_hourly_reset() {
+        let b = RateBudget::new(RateLimits::default());
+        let in_an_hour = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3500;
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+        h.insert("ratelimit-reset", HeaderValue::from(in_an_hour));
+        h.insert("retry-after", HeaderValue::from_static("2"));
+        b.observe("fp", &h);
+        b.block("fp", Duration::from_secs(2));
+        let wait = b.try_acquire("fp").unwrap_err();
+        assert!(wait <= Duration::from_secs(2), "{wait:?}");
     }
 
     #[test]
