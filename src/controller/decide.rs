@@ -192,17 +192,20 @@ pub fn poll_interval(
     scale: f64,
     budget_factor: f64,
 ) -> Duration {
+    // First poll after `min`; then half the time the action has run so far (an action that took 20 s is
+    // unlikely to finish in the next second), capped at `max`. One list call observes every in-flight action of
+    // a token, so this schedule is paid once per token, not once per action.
     let (min, max) = match type_ {
         ActionType::PowerOn
         | ActionType::PowerOff
         | ActionType::Shutdown
         | ActionType::Reboot
-        | ActionType::PowerCycle => (2.0, 10.0),
+        | ActionType::PowerCycle => (3.0, 15.0),
         ActionType::Resize | ActionType::Rebuild | ActionType::Restore => (5.0, 30.0),
         ActionType::Snapshot => (10.0, 120.0),
-        _ => (2.0, 15.0),
+        _ => (3.0, 20.0),
     };
-    let secs = (elapsed.as_secs_f64() / 5.0).clamp(min, max) * scale * budget_factor.max(1.0);
+    let secs = (elapsed.as_secs_f64() / 2.0).clamp(min, max) * scale * budget_factor.max(1.0);
     Duration::from_secs_f64(secs.max(0.05))
 }
 

@@ -157,7 +157,7 @@ pub async fn run(
         let ready_signal = ready_signal.clone();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(|da| da.managed_fields_mut().clear())
+            .modify(slim_for_cache)
             .reflect(writer)
             .inspect_ok(move |ev| {
                 let first_sync =
@@ -237,6 +237,26 @@ pub async fn run(
     }
     futures::future::join_all(runs).await;
     info!("controller stopped");
+}
+
+/// What the controller keeps of a DropletAction in its cache (10,000 cached resources must stay cheap).
+/// managedFields and annotations (kubectl's last-applied copy of the spec) are never read. A finished resource
+/// only needs its phase, completion time, action IDs and droplets: decisions on it never change its status, so
+/// the write-only-if-changed comparison against this copy stays exact.
+pub fn slim_for_cache(da: &mut DropletAction) {
+    da.managed_fields_mut().clear();
+    da.metadata.annotations = None;
+    if let Some(st) = da.status.as_mut()
+        && st.phase.is_some_and(crate::crd::Phase::is_terminal)
+    {
+        st.conditions = Vec::new();
+        st.message = None;
+        st.last_error = None;
+        for a in st.actions.iter_mut() {
+            a.region_slug = None;
+            a.droplet_status = None;
+        }
+    }
 }
 
 async fn timed_reconcile(

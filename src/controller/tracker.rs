@@ -24,6 +24,8 @@ const PER_PAGE: u32 = 200;
 struct TokenState {
     cache: HashMap<i64, (Action, Instant)>,
     last_list: Option<Instant>,
+    /// The newest action ID the last list returned: anything newer started after that list.
+    newest_listed: Option<i64>,
     list_forbidden: bool,
 }
 
@@ -72,7 +74,20 @@ impl Tracker {
         let listed_recently = st
             .last_list
             .is_some_and(|at| now.duration_since(at) <= max_age);
-        if !stale.is_empty() && !st.list_forbidden && !listed_recently {
+        // Actions started after the last list are in the next one: list again rather than fetching each
+        // (a burst of new actions would otherwise cost one GET per action), but not more often than `min_gap`.
+        let newer_than_list = stale
+            .iter()
+            .any(|(_, id)| !st.cache.contains_key(id) && st.newest_listed.is_some_and(|n| *id > n));
+        if !stale.is_empty() && !st.list_forbidden && listed_recently && newer_than_list {
+            let min_gap = max_age / 4;
+            if let Some(age) = st.last_list.map(|at| now.duration_since(at))
+                && age < min_gap
+            {
+                tokio::time::sleep(min_gap - age).await;
+            }
+        }
+        if !stale.is_empty() && !st.list_forbidden && (!listed_recently || newer_than_list) {
             match self.refresh_list(token, &mut st, &stale).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Forbidden => st.list_forbidden = true,
@@ -103,6 +118,10 @@ impl Tracker {
             let listed = self.client.list_actions(token, page, PER_PAGE).await?;
             let at = Instant::now();
             let smallest = listed.items.iter().map(|a| a.id).min();
+            if page == 1 {
+                let newest = listed.items.iter().map(|a| a.id).max();
+                st.newest_listed = newest.or(st.newest_listed);
+            }
             for a in listed.items {
                 st.cache.insert(a.id, (a, at));
             }
