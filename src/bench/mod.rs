@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
 use crate::crd::{DropletAction, Phase};
@@ -213,7 +213,11 @@ struct Env {
 static ENV_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Env {
-    async fn start(droplets: usize, action_seconds: f64, rate_limit: Option<u32>) -> Result<Env, String> {
+    async fn start(
+        droplets: usize,
+        action_seconds: f64,
+        rate_limit: Option<u32>,
+    ) -> Result<Env, String> {
         let dir = std::env::temp_dir().join(format!(
             "droplet-operator-bench-{}-{}",
             std::process::id(),
@@ -262,15 +266,20 @@ impl Env {
         let op = runner.start(&self.operator(poll_scale))?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let watching = self.sandbox.kube.requests().iter().any(|r| {
-                r.verb == "watch" && r.resource.as_deref() == Some("dropletactions")
-            });
+            let watching = self
+                .sandbox
+                .kube
+                .requests()
+                .iter()
+                .any(|r| r.verb == "watch" && r.resource.as_deref() == Some("dropletactions"));
             if watching {
                 return Ok(op);
             }
             if Instant::now() > deadline {
                 let _ = op.stop().await;
-                return Err("the operator did not start watching DropletActions within 120 s".into());
+                return Err(
+                    "the operator did not start watching DropletActions within 120 s".into(),
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -499,7 +508,10 @@ pub async fn calls_per_action(runner: &Runner, s: &Settings) -> Result<Report, S
         let mut f = Map::new();
         f.insert("calls_per_action".into(), json!(round(per_action, 4)));
         f.insert("target".into(), json!("<= 1.05"));
-        f.insert("target_met".into(), json!(per_action <= 1.05 && c.succeeded == s.n));
+        f.insert(
+            "target_met".into(),
+            json!(per_action <= 1.05 && c.succeeded == s.n),
+        );
         f.insert("action_type".into(), json!("power_cycle"));
         f.insert("action_seconds_simulated".into(), json!(60));
         f.insert("time_scale".into(), json!(s.time_scale));
@@ -544,7 +556,10 @@ pub async fn cpu_per_action(runner: &Runner, s: &Settings) -> Result<Report, Str
         let mut f = Map::new();
         f.insert("cpu_per_action_ms".into(), json!(round(per_action_ms, 4)));
         f.insert("target".into(), json!("<= 2 ms"));
-        f.insert("target_met".into(), json!(per_action_ms <= 2.0 && c.succeeded == s.n));
+        f.insert(
+            "target_met".into(),
+            json!(per_action_ms <= 2.0 && c.succeeded == s.n),
+        );
         f.insert("cpu_total_s".into(), json!(round(usage.cpu_s(), 3)));
         f.insert("cpu_user_s".into(), json!(round(usage.user_s, 3)));
         f.insert("cpu_sys_s".into(), json!(round(usage.sys_s, 3)));
@@ -654,7 +669,10 @@ pub async fn rss(runner: &Runner, s: &Settings) -> Result<Report, String> {
             .items;
         let c = Check {
             expected: s.n,
-            succeeded: items.iter().filter(|d| d.phase() == Phase::Succeeded).count(),
+            succeeded: items
+                .iter()
+                .filter(|d| d.phase() == Phase::Succeeded)
+                .count(),
             failed: items.iter().filter(|d| d.phase() == Phase::Failed).count(),
             unfinished: items.iter().filter(|d| !d.phase().is_terminal()).count(),
             ..Check::default()
@@ -732,7 +750,10 @@ pub async fn latency(runner: &Runner, s: &Settings) -> Result<Report, String> {
         let mut f = Map::new();
         f.insert("p50_ms".into(), json!(round(percentile(&lat, 50.0), 2)));
         f.insert("p99_ms".into(), json!(round(percentile(&lat, 99.0), 2)));
-        f.insert("max_ms".into(), json!(round(lat.last().copied().unwrap_or(f64::NAN), 2)));
+        f.insert(
+            "max_ms".into(),
+            json!(round(lat.last().copied().unwrap_or(f64::NAN), 2)),
+        );
         f.insert(
             "mean_ms".into(),
             json!(round(lat.iter().sum::<f64>() / lat.len().max(1) as f64, 2)),
@@ -791,7 +812,10 @@ pub async fn rate_budget(runner: &Runner, s: &Settings) -> Result<Report, String
             json!(max_all <= 240 && c.failed == 0 && c.succeeded == s.n),
         );
         f.insert("max_accepted_per_60s".into(), json!(max_accepted));
-        f.insert("actions_per_minute".into(), json!(round(c.succeeded as f64 / elapsed.as_secs_f64() * 60.0, 1)));
+        f.insert(
+            "actions_per_minute".into(),
+            json!(round(c.succeeded as f64 / elapsed.as_secs_f64() * 60.0, 1)),
+        );
         insert_counts(&mut f, &counts, s);
         insert_check(&mut f, &c, stalled);
         f.insert("elapsed_s".into(), json!(round(elapsed.as_secs_f64(), 2)));

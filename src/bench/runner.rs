@@ -121,9 +121,9 @@ impl Runner {
                         Ok(())
                     });
                 }
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| format!("cannot start {} {CHILD_SUBCOMMAND}: {e}", exe.display()))?;
+                let child = cmd.spawn().map_err(|e| {
+                    format!("cannot start {} {CHILD_SUBCOMMAND}: {e}", exe.display())
+                })?;
                 // The child is reaped with wait4 (for its rusage), not through std's Child.
                 let pid = child.id() as libc::pid_t;
                 drop(child);
