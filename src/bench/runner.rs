@@ -53,7 +53,8 @@ pub struct Usage {
     pub user_s: f64,
     /// System CPU seconds.
     pub sys_s: f64,
-    /// Peak resident set size in KiB (ru_maxrss / VmHWM).
+    /// Peak resident set size in KiB (VmHWM read just before the stop; in-process: the larger of the
+    /// thread's ru_maxrss and VmHWM, both the whole process's).
     pub max_rss_kib: u64,
 }
 
@@ -206,13 +207,22 @@ impl RunningOperator {
 
     /// Peak RSS so far in KiB (VmHWM; for in-process runs, the whole process's).
     pub fn peak_rss_kib_now(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// Current RSS in KiB (VmRSS; for in-process runs, the whole process's).
+    pub fn rss_kib_now(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, key: &str) -> Option<u64> {
         let path = match &self.kind {
             Kind::Child { pid, .. } => format!("/proc/{pid}/status"),
             Kind::InProcess { .. } => "/proc/self/status".to_string(),
         };
         let text = std::fs::read_to_string(path).ok()?;
         text.lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
@@ -247,8 +257,10 @@ impl RunningOperator {
                 loop {
                     if let Some((status, usage)) = wait4(pid, libc::WNOHANG)? {
                         *reaped = true;
+                        // Not ru_maxrss: for a child it also counts the memory of the forked copy of this
+                        // (large) harness before exec. VmHWM is the operator's own address space.
                         let usage = Usage {
-                            max_rss_kib: usage.max_rss_kib.max(peak),
+                            max_rss_kib: peak,
                             ..usage
                         };
                         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) != 0 {
