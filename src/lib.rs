@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod bench;
 pub mod controller;
 pub mod crd;
 pub mod demo;
