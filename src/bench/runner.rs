@@ -186,6 +186,7 @@ pub fn operator_config(s: &OperatorSettings) -> OperatorConfig {
         do_timeout: s.do_timeout,
         poll_scale: s.poll_scale,
         instance: Some("bench".into()),
+        leader_election: None,
     }
 }
 
@@ -409,6 +410,7 @@ pub fn child_main(args: ChildArgs) -> Result<(), String> {
             do_timeout: Duration::from_secs(args.do_timeout_seconds.max(1)),
             poll_scale: args.poll_scale,
             instance: Some("bench".into()),
+            leader_election: None,
         };
         operator::run(client, cfg, operator::shutdown_signal()).await
     })
