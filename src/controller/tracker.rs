@@ -74,26 +74,24 @@ impl Tracker {
         let listed_recently = st
             .last_list
             .is_some_and(|at| now.duration_since(at) <= max_age);
-        // Actions started after the last list are in the next one: list again rather than fetching each
-        // (a burst of new actions would otherwise cost one GET per action), but not more often than `min_gap`.
-        let newer_than_list = stale
-            .iter()
-            .any(|(_, id)| !st.cache.contains_key(id) && st.newest_listed.is_some_and(|n| *id > n));
-        if !stale.is_empty() && !st.list_forbidden && listed_recently && newer_than_list {
-            let min_gap = max_age / 4;
-            if let Some(age) = st.last_list.map(|at| now.duration_since(at))
-                && age < min_gap
-            {
-                tokio::time::sleep(min_gap - age).await;
+        if !stale.is_empty() && !st.list_forbidden {
+            // An action that started after a recent list will be in the next one: leave it unobserved this round
+            // (the caller polls again within one interval) instead of paying a GET or an extra list for it. A
+            // burst of new actions then costs no more than the regular list schedule.
+            let newest = st.newest_listed;
+            let started_after_list =
+                |st: &TokenState, id: i64| !st.cache.contains_key(&id) && newest.is_some_and(|n| id > n);
+            if listed_recently {
+                stale.retain(|(_, id)| !started_after_list(&st, *id));
             }
-        }
-        if !stale.is_empty() && !st.list_forbidden && (!listed_recently || newer_than_list) {
-            match self.refresh_list(token, &mut st, &stale).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Forbidden => st.list_forbidden = true,
-                Err(e) => return Err(e),
+            if !stale.is_empty() && !listed_recently {
+                match self.refresh_list(token, &mut st, &stale).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Forbidden => st.list_forbidden = true,
+                    Err(e) => return Err(e),
+                }
+                stale.retain(|(_, id)| !fresh(&st, *id));
             }
-            stale.retain(|(_, id)| !fresh(&st, *id));
         }
         for (droplet, id) in stale {
             let action = self.client.get_droplet_action(token, droplet, id).await?;
