@@ -444,6 +444,26 @@ fn insert_counts(f: &mut Map<String, Value>, c: &Counts, s: &Settings) {
     f.insert("status_429".into(), json!(c.status_429));
 }
 
+/// The operator's Kubernetes writes: DropletAction status patches and Events (the harness itself only creates
+/// and lists DropletActions).
+fn insert_kube_writes(f: &mut Map<String, Value>, env: &Env) {
+    let reqs = env.sandbox.kube.requests();
+    let status = reqs
+        .iter()
+        .filter(|r| {
+            r.resource.as_deref() == Some("dropletactions")
+                && r.subresource.as_deref() == Some("status")
+                && r.verb != "get"
+        })
+        .count();
+    let events = reqs
+        .iter()
+        .filter(|r| r.resource.as_deref() == Some("events") && r.verb != "get" && r.verb != "list")
+        .count();
+    f.insert("kube_status_writes".into(), json!(status));
+    f.insert("kube_event_writes".into(), json!(events));
+}
+
 fn insert_check(f: &mut Map<String, Value>, c: &Check, stalled: bool) {
     if stalled {
         f.insert("stalled".into(), json!(true));
@@ -518,6 +538,7 @@ pub async fn calls_per_action(runner: &Runner, s: &Settings) -> Result<Report, S
         f.insert("time_scale".into(), json!(s.time_scale));
         f.insert("poll_scale".into(), json!(s.time_scale));
         insert_counts(&mut f, &counts, s);
+        insert_kube_writes(&mut f, &env);
         insert_check(&mut f, &c, stalled);
         f.insert("elapsed_s".into(), json!(round(elapsed.as_secs_f64(), 2)));
         f.insert("operator_cpu_s".into(), json!(round(usage.cpu_s(), 3)));
@@ -569,6 +590,7 @@ pub async fn cpu_per_action(runner: &Runner, s: &Settings) -> Result<Report, Str
         }
         f.insert("action_seconds".into(), json!(0));
         insert_counts(&mut f, &counts, s);
+        insert_kube_writes(&mut f, &env);
         insert_check(&mut f, &c, stalled);
         f.insert("elapsed_s".into(), json!(round(elapsed.as_secs_f64(), 2)));
         Ok(Report {
@@ -804,6 +826,7 @@ pub async fn latency(runner: &Runner, s: &Settings) -> Result<Report, String> {
         );
         f.insert("pace_ms".into(), json!(s.pace.as_millis() as u64));
         insert_counts(&mut f, &counts, s);
+        insert_kube_writes(&mut f, &env);
         insert_check(&mut f, &c, stalled);
         f.insert("elapsed_s".into(), json!(round(elapsed.as_secs_f64(), 2)));
         f.insert("operator_cpu_s".into(), json!(round(usage.cpu_s(), 3)));
@@ -860,6 +883,7 @@ pub async fn rate_budget(runner: &Runner, s: &Settings) -> Result<Report, String
             json!(round(c.succeeded as f64 / elapsed.as_secs_f64() * 60.0, 1)),
         );
         insert_counts(&mut f, &counts, s);
+        insert_kube_writes(&mut f, &env);
         insert_check(&mut f, &c, stalled);
         f.insert("elapsed_s".into(), json!(round(elapsed.as_secs_f64(), 2)));
         f.insert("operator_cpu_s".into(), json!(round(usage.cpu_s(), 3)));
