@@ -669,6 +669,16 @@ pub fn decide(input: &Input) -> Next {
     }
 
     let observing = !in_progress.is_empty() || !snapshots.is_empty() || !power_checks.is_empty();
+    // After a failed call, wait out the backoff in status: our own status write wakes this resource at once,
+    // and polling again right away would turn a rate limit or an outage into a busy loop.
+    if observing && !input.tracked && !may_initiate {
+        let due = retry_due.unwrap_or(now);
+        return update(
+            st,
+            Some(cap(dur_since(due, now).max(Duration::from_millis(50)))),
+            None,
+        );
+    }
     if observing && !input.tracked {
         let oldest = st
             .actions

@@ -767,3 +767,37 @@ fn statuses_are_stable_when_nothing_changed() {
     let b = expect_update(decide(&i2)).status;
     assert_eq!(a, b);
 }
+
+#[test]
+fn a_failed_poll_is_not_retried_before_its_backoff_even_when_woken() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let st = running(&s, t(0), "reboot");
+    let c = cfg();
+    let err = DoError::from_parts(
+        ErrorKind::RateLimited,
+        Some(429),
+        Some("too_many_requests"),
+        "API rate limit exceeded.",
+        None,
+        Some(Duration::from_secs(30)),
+    );
+    let u = after_track_error(&input(&s, &st, t(5), &c), &st, &err);
+    assert_eq!(u.requeue, Some(Duration::from_secs(30)));
+    assert_eq!(
+        u.status.phase,
+        Some(Phase::Running),
+        "a transient error does not fail the resource"
+    );
+    // The status write wakes the resource immediately: it must not poll again yet.
+    match decide(&input(&s, &u.status, t(6), &c)) {
+        Next::Update(w) => {
+            assert_eq!(w.status, u.status, "nothing changes while waiting");
+            assert_eq!(w.requeue, Some(Duration::from_secs(29)));
+        }
+        other => panic!("expected to wait for the backoff, got {other:?}"),
+    }
+    assert!(matches!(
+        decide(&input(&s, &u.status, t(36), &c)),
+        Next::Track(_)
+    ));
+}

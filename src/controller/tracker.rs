@@ -79,8 +79,9 @@ impl Tracker {
             // (the caller polls again within one interval) instead of paying a GET or an extra list for it. A
             // burst of new actions then costs no more than the regular list schedule.
             let newest = st.newest_listed;
-            let started_after_list =
-                |st: &TokenState, id: i64| !st.cache.contains_key(&id) && newest.is_some_and(|n| id > n);
+            let started_after_list = |st: &TokenState, id: i64| {
+                !st.cache.contains_key(&id) && newest.is_some_and(|n| id > n)
+            };
             if listed_recently {
                 stale.retain(|(_, id)| !started_after_list(&st, *id));
             }
