@@ -15,8 +15,9 @@ use crate::digitalocean::{Action, DoClient, DoError, ErrorKind, Token};
 
 /// How long an observation is kept after it was last needed.
 const CACHE_TTL: Duration = Duration::from_secs(600);
-/// Pages of `/v2/actions` read at most per refresh.
-const MAX_LIST_PAGES: u32 = 3;
+/// Pages of `/v2/actions` read at most per refresh (each observes 200 actions; the loop stops at the oldest one
+/// still wanted, so more pages only cost when that many actions are in flight, and still less than one GET each).
+const MAX_LIST_PAGES: u32 = 10;
 /// Page size of the list (DigitalOcean's maximum).
 const PER_PAGE: u32 = 200;
 
