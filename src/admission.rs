@@ -517,18 +517,6 @@ pub fn droplet_action_validator() -> SchemaValidator {
     }
 }
 
-/// Renders errors the way `kubectl` prints the apiserver's message:
-/// `DropletAction.droplet-operator.dev "x" is invalid: [a, b]` (no brackets for a single error).
-pub fn invalid_message(kind_group: &str, name: &str, errors: &[FieldError]) -> String {
-    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let joined = if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        format!("[{}]", parts.join(", "))
-    };
-    format!("{kind_group} \"{name}\" is invalid: {joined}")
-}
-
 /// Admission for the Kubernetes emulator: every served CRD is validated by its own schema and CEL rules, as a
 /// real apiserver would; built-in resources are accepted as they are.
 pub struct CrdAdmission {

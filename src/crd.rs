@@ -570,6 +570,17 @@ pub struct RetryState {
     pub next_attempt_time: Time,
 }
 
+impl DropletActionSpec {
+    /// `droplet/<id>` or `tag/<name>`.
+    pub fn target(&self) -> String {
+        match (&self.droplet_id, &self.tag_name) {
+            (Some(id), _) => format!("droplet/{id}"),
+            (None, Some(tag)) => format!("tag/{tag}"),
+            (None, None) => "none".to_string(),
+        }
+    }
+}
+
 impl DropletAction {
     /// The phase, Pending when unset.
     pub fn phase(&self) -> Phase {
@@ -581,11 +592,7 @@ impl DropletAction {
 
     /// `droplet/<id>` or `tag/<name>`.
     pub fn target(&self) -> String {
-        match (&self.spec.droplet_id, &self.spec.tag_name) {
-            (Some(id), _) => format!("droplet/{id}"),
-            (None, Some(tag)) => format!("tag/{tag}"),
-            (None, None) => "none".to_string(),
-        }
+        self.spec.target()
     }
 }
 

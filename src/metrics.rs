@@ -1,6 +1,5 @@
 //! Prometheus metrics (prometheus-client), with bounded label sets: no resource names, only categories.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -221,9 +220,6 @@ impl Metrics {
             .set(i64::from(budget.remaining_hour));
     }
 }
-
-/// Shared handle.
-pub type SharedMetrics = Arc<Metrics>;
 
 impl crate::digitalocean::RequestObserver for Metrics {
     fn on_response(

@@ -160,7 +160,7 @@ pub async fn run(
     let options = RunOptions {
         namespaces: cfg.namespaces.clone(),
         concurrency: cfg.concurrency,
-        decide: controller::default_decide_config(cfg.do_timeout, cfg.poll_scale),
+        decide: controller::decide::DecideConfig::for_timeout(cfg.do_timeout, cfg.poll_scale),
         default_token: cfg.default_token.clone(),
         instance: cfg.instance.clone(),
     };

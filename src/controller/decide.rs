@@ -53,6 +53,28 @@ impl Default for DecideConfig {
     }
 }
 
+impl DecideConfig {
+    /// Settings for a DigitalOcean request timeout, with every wait and poll interval multiplied by `poll_scale`
+    /// (1.0 against DigitalOcean; smaller against a fast simulator).
+    pub fn for_timeout(request_timeout: Duration, poll_scale: f64) -> DecideConfig {
+        let defaults = DecideConfig::default();
+        let scale = poll_scale.clamp(0.001, 1000.0);
+        DecideConfig {
+            // After this long no request of ours can still be on its way to DigitalOcean.
+            adopt_grace: request_timeout
+                + Duration::from_secs(5)
+                    .mul_f64(scale.min(1.0))
+                    .max(Duration::from_millis(500)),
+            poll_scale,
+            recheck: defaults.recheck.mul_f64(scale),
+            retry_base: defaults.retry_base.mul_f64(scale),
+            retry_max: defaults.retry_max.mul_f64(scale),
+            busy_max: defaults.busy_max.mul_f64(scale),
+            ..defaults
+        }
+    }
+}
+
 /// Whether a usable DigitalOcean token is available for this resource.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TokenState {
@@ -147,7 +169,11 @@ pub struct Tracking {
 pub enum Next {
     Update(Update),
     Delete,
-    ResolveTag(String),
+    /// Resolve the droplets of a tag; `status` is the status to extend with them.
+    ResolveTag {
+        tag: String,
+        status: DropletActionStatus,
+    },
     Initiate(Initiation),
     Adopt(Adoption),
     Track(Tracking),
@@ -333,11 +359,7 @@ fn base_status(input: &Input) -> DropletActionStatus {
         st.start_time = Some(Time(input.now));
     }
     if st.target.is_none() {
-        st.target = Some(match (&input.spec.droplet_id, &input.spec.tag_name) {
-            (Some(id), _) => format!("droplet/{id}"),
-            (None, Some(tag)) => format!("tag/{tag}"),
-            (None, None) => "none".into(),
-        });
+        st.target = Some(input.spec.target());
     }
     if st.phase.is_none() {
         set_phase(
@@ -555,7 +577,10 @@ pub fn decide(input: &Input) -> Next {
         && st.droplet_ids.is_empty()
         && st.actions.is_empty()
     {
-        return Next::ResolveTag(tag.clone());
+        return Next::ResolveTag {
+            tag: tag.clone(),
+            status: st,
+        };
     }
 
     let retry_due = st.retry.as_ref().map(|r| ts(&r.next_attempt_time));

@@ -685,7 +685,10 @@ fn tags_resolve_their_droplets_then_fan_out_and_name_failures() {
     let s = spec(json!({"type": "power_cycle", "tagName": "web"}));
     let c = cfg();
     match decide(&input(&s, &DropletActionStatus::default(), t(0), &c)) {
-        Next::ResolveTag(tag) => assert_eq!(tag, "web"),
+        Next::ResolveTag { tag, status } => {
+            assert_eq!(tag, "web");
+            assert_eq!(status.target.as_deref(), Some("tag/web"));
+        }
         other => panic!("expected tag resolution, got {other:?}"),
     }
     let resolved = DropletActionStatus {

@@ -41,7 +41,6 @@ pub mod tokens;
 pub mod tracker;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use futures::TryStreamExt;
@@ -277,9 +276,4 @@ async fn timed_reconcile(
         .await;
     ctx.metrics.reconcile_took(start.elapsed());
     result
-}
-
-/// Default poll-and-wait tunables for a DigitalOcean request timeout, scaled for tests.
-pub fn default_decide_config(request_timeout: Duration, poll_scale: f64) -> decide::DecideConfig {
-    reconcile::decide_config_for_timeout(request_timeout, poll_scale)
 }

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::conditions::reasons;
 use super::decide::{
-    self, AdoptOutcome, DecideConfig, Gate, InitTarget, Input, Next, Note, TokenState, Update,
+    self, AdoptOutcome, Gate, InitTarget, Input, Next, Note, TokenState, Update,
     adoption_candidates,
 };
 use super::tokens::{self, TokenLookup};
@@ -194,7 +194,6 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     let spec = obj.spec.clone();
     let generation = obj.metadata.generation.unwrap_or(1);
     let was_terminal = obj.phase().is_terminal();
-    debug!(rv = ?obj.metadata.resource_version, actions = ?obj.status.as_ref().map(|s| s.actions.iter().map(|a| (a.id, a.status.clone())).collect::<Vec<_>>()), "reconcile start");
     let mut tracked = false;
 
     // The token is needed for everything but finished resources.
@@ -273,11 +272,11 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 }
                 return Ok(Requeue::await_change());
             }
-            Next::ResolveTag(tag) => {
+            Next::ResolveTag { tag, status: st } => {
                 let Some(token) = &token else {
                     return Ok(Requeue::requeue(ctx.config.recheck));
                 };
-                let mut st = status.clone();
+                let mut st = st;
                 match ctx.do_client.list_droplets_by_tag(token, &tag).await {
                     Ok(droplets) if droplets.is_empty() => {
                         let msg = format!("no droplet has the tag {tag:?}; nothing to do");
@@ -299,13 +298,6 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         let mut ids: Vec<i64> = droplets.iter().map(|d| d.id).collect();
                         ids.sort_unstable();
                         st.droplet_ids = ids;
-                        st.target.get_or_insert_with(|| obj.target());
-                        if st.start_time.is_none() {
-                            st.start_time =
-                                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                                    Timestamp::now(),
-                                ));
-                        }
                         match write_status(&api, &obj, &st).await? {
                             Written::Ok(updated) => obj = *updated,
                             Written::Conflict => {
@@ -542,25 +534,6 @@ pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) 
     warn!(error = %error, category = error.category(), "reconcile failed");
     ctx.metrics.reconcile_error(error.category());
     Requeue::requeue(Duration::from_secs(5))
-}
-
-/// Default decision settings for a DigitalOcean request timeout.
-pub fn decide_config_for_timeout(timeout: Duration, poll_scale: f64) -> DecideConfig {
-    let defaults = DecideConfig::default();
-    let scale = poll_scale.clamp(0.001, 1000.0);
-    DecideConfig {
-        // After this long no request of ours can still be on its way to DigitalOcean.
-        adopt_grace: timeout
-            + Duration::from_secs(5)
-                .mul_f64(scale.min(1.0))
-                .max(Duration::from_millis(500)),
-        poll_scale,
-        recheck: defaults.recheck.mul_f64(scale),
-        retry_base: defaults.retry_base.mul_f64(scale),
-        retry_max: defaults.retry_max.mul_f64(scale),
-        busy_max: defaults.busy_max.mul_f64(scale),
-        ..defaults
-    }
 }
 
 #[cfg(test)]
