@@ -4,8 +4,9 @@
 #
 #   docker build -t ghcr.io/droplet-operator/droplet-operator:0.1.0 .
 #
-# One binary: `run` is the controller (the Deployment's args start with it). The sandbox and demo subcommands are
-# compiled in too; they cost nothing at run time when unused (docs/operations.md, "The image").
+# One binary: `run` is the controller (the Deployment's args start with it). The image is built with
+# `--no-default-features`: the `sandbox` and `demo` subcommands and the test world they need (the DigitalOcean
+# simulator and the Kubernetes emulator in crates/) are not compiled in.
 
 # Builder: the toolchain the project is tested with (MSRV is 1.89, edition 2024). Debian bookworm, so the glibc
 # the binary links against matches the runtime image's.
@@ -16,7 +17,7 @@ COPY . .
 # --locked: exactly Cargo.lock. The cache mounts keep the registry and target/ between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin droplet-operator \
+    cargo build --release --locked -p droplet-operator --no-default-features --bin droplet-operator \
     && install -D -m 0755 target/release/droplet-operator /out/droplet-operator
 
 # Runtime: glibc, libgcc, CA certificates (for api.digitalocean.com) and nothing else: no shell, no package

@@ -6,10 +6,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+#[cfg(feature = "sandbox")]
+use do_sim::Faults;
 use droplet_operator::digitalocean::Token;
 use droplet_operator::operator::{self, LeaderElection, OperatorConfig};
+#[cfg(feature = "sandbox")]
 use droplet_operator::sandbox::{Sandbox, SandboxOptions};
-use droplet_operator::sim::Faults;
 use droplet_operator::telemetry::{self, LogFormat};
 
 #[derive(Parser)]
@@ -29,12 +31,15 @@ enum Command {
     Crd,
     /// Run the controller against the cluster from KUBECONFIG or the in-cluster config.
     Run(RunArgs),
+    #[cfg(feature = "sandbox")]
     /// A local playground: emulated Kubernetes API + simulated DigitalOcean API (+ the controller) on loopback.
     Sandbox(SandboxArgs),
+    #[cfg(feature = "sandbox")]
     /// Sandbox + apply every manifest in examples/ + wait + print the table; exit 0 when each ended as documented.
     Demo(DemoArgs),
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Args)]
 struct SandboxArgs {
     /// Use this DigitalOcean API instead of the simulator (for example the real one, with DIGITALOCEAN_TOKEN).
@@ -78,6 +83,7 @@ struct SandboxArgs {
     log_format: LogFormat,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Args)]
 struct DemoArgs {
     /// Directory of DropletAction manifests, each with an `# expect: <Phase>` comment.
@@ -186,6 +192,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     operator::run(client, cfg, operator::shutdown_signal()).await
 }
 
+#[cfg(feature = "sandbox")]
 async fn sandbox(args: SandboxArgs) -> Result<(), String> {
     telemetry::init(args.log_format);
     let do_token = if args.do_api_url.is_some() {
@@ -231,6 +238,7 @@ async fn sandbox(args: SandboxArgs) -> Result<(), String> {
     Ok(())
 }
 
+#[cfg(feature = "sandbox")]
 async fn demo(args: DemoArgs) -> Result<bool, String> {
     telemetry::init(LogFormat::Text);
     let opts = SandboxOptions {
@@ -258,7 +266,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => runtime().and_then(|rt| rt.block_on(sandbox(args))),
+        #[cfg(feature = "sandbox")]
         Command::Demo(args) => match runtime().and_then(|rt| rt.block_on(demo(args))) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,

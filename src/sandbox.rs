@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::admission::CrdAdmission;
 use crate::digitalocean::Token;
-use crate::kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 use crate::operator::{self, OperatorConfig};
-use crate::sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig, SimHandle, Simulator};
+use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig, SimHandle, Simulator};
+use kube_emu::validation::CrdAdmission;
+use kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 
 /// How to start the sandbox.
 #[derive(Clone, Debug)]

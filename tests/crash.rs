@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_exactly_once, servers};
+use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
-use droplet_operator::sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use rand::{Rng, SeedableRng};

@@ -1,7 +1,7 @@
 //! The DropletAction API as users meet it at admission: the committed CRD matches the code, every example is
 //! accepted, and bad manifests are rejected with a message that names the field and the fix.
 
-use droplet_operator::admission::{FieldError, SchemaValidator, droplet_action_validator};
+use kube_emu::validation::{FieldError, SchemaValidator};
 use serde_json::{Value, json};
 
 const CRD_PATH: &str = concat!(
@@ -574,4 +574,10 @@ fn crd_has_names_columns_and_status_subresource() {
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+}
+
+/// The structural + CEL validator of the generated DropletAction CRD.
+fn droplet_action_validator() -> SchemaValidator {
+    SchemaValidator::for_crd(&droplet_operator::crd::definition())
+        .expect("the generated DropletAction CRD has a schema")
 }

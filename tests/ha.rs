@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_exactly_once, servers};
+use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
-use droplet_operator::sim::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{ListParams, PostParams};

@@ -5,14 +5,14 @@
 
 use std::{path::PathBuf, process::Output, sync::Arc, time::Duration};
 
-use droplet_operator::kube_emu::{
-    Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
-};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, CustomResource, CustomResourceExt, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use kube_emu::{
+    Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -469,7 +469,7 @@ async fn invalid_manifest_is_rejected_with_the_admission_message() {
 }
 
 /// The integrator's schema + CEL validator behind the emulator's admission hook.
-struct DropletActionAdmission(droplet_operator::admission::SchemaValidator);
+struct DropletActionAdmission(kube_emu::validation::SchemaValidator);
 
 impl Admission for DropletActionAdmission {
     fn admit(
@@ -480,7 +480,7 @@ impl Admission for DropletActionAdmission {
         old: Option<&Value>,
         strict: bool,
     ) -> Result<Vec<String>, Vec<FieldError>> {
-        use droplet_operator::admission::FieldReason as R;
+        use kube_emu::validation::FieldReason as R;
         if resource.kind != "DropletAction" {
             return Ok(vec![]);
         }
@@ -513,7 +513,9 @@ async fn dropletaction_crd_with_kubectl() {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let crd = droplet_operator::crd::definition();
-    let admission = DropletActionAdmission(droplet_operator::admission::droplet_action_validator());
+    let admission = DropletActionAdmission(
+        kube_emu::validation::SchemaValidator::for_crd(&crd).expect("schema"),
+    );
     let cfg = EmuConfig {
         crds: vec![crd],
         admission: Arc::new(admission),

@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{World, assert_exactly_once, log_buffer};
+use do_sim::{ActionDurations, Faults, SimConfig, TokenSpec};
 use droplet_operator::crd::Phase;
 use droplet_operator::digitalocean::Token;
-use droplet_operator::sim::{ActionDurations, Faults, SimConfig, TokenSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
@@ -378,7 +378,7 @@ async fn a_missing_token_secret_keeps_the_resource_pending_until_it_appears() {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "do-token", "namespace": "default"},
-        "stringData": {"token": droplet_operator::sim::DEFAULT_SIM_TOKEN},
+        "stringData": {"token": do_sim::DEFAULT_SIM_TOKEN},
     }))
     .unwrap();
     let secrets: Api<Secret> = Api::namespaced(world.client.clone(), "default");

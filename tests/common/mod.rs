@@ -4,14 +4,14 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use droplet_operator::admission::CrdAdmission;
+use do_sim::{DEFAULT_SIM_TOKEN, SimConfig, SimHandle, Simulator};
 use droplet_operator::crd::{DropletAction, Phase};
 use droplet_operator::digitalocean::Token;
-use droplet_operator::kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 use droplet_operator::operator::{self, OperatorConfig};
-use droplet_operator::sim::{DEFAULT_SIM_TOKEN, SimConfig, SimHandle, Simulator};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
+use kube_emu::validation::CrdAdmission;
+use kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 
 /// Everything the controller logs in this test process (for "the token never appears" checks).
 pub fn log_buffer() -> Arc<Mutex<Vec<u8>>> {
@@ -198,7 +198,7 @@ impl World {
         self.sim
             .posts_for_droplet(droplet)
             .into_iter()
-            .filter(|p| !matches!(p.initiated, droplet_operator::sim::Initiation::External))
+            .filter(|p| !matches!(p.initiated, do_sim::Initiation::External))
             .map(|p| p.type_)
             .collect()
     }
@@ -229,7 +229,7 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
     let started: Vec<i64> = sim
         .actions()
         .into_iter()
-        .filter(|a| !matches!(a.initiated, droplet_operator::sim::Initiation::External))
+        .filter(|a| !matches!(a.initiated, do_sim::Initiation::External))
         .map(|a| a.id)
         .collect();
     for id in &started {

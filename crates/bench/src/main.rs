@@ -6,13 +6,13 @@
 //! ```
 //!
 //! The operator runs as a child process (this binary re-executed with a hidden subcommand) so its CPU time and
-//! peak RSS are its own. See BENCHMARKS.md and `droplet_operator::bench`.
+//! peak RSS are its own. See BENCHMARKS.md and `droplet_bench`.
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use droplet_operator::bench::{self, ChildArgs, Runner, SCENARIOS, Settings};
+use droplet_bench::{self as bench, ChildArgs, Runner, SCENARIOS, Settings};
 
 #[derive(Parser)]
 #[command(

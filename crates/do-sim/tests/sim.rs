@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use droplet_operator::sim::{
+use do_sim::{
     ActionDurations, ActionStatus, DEFAULT_SIM_TOKEN, Faults, Initiation, SimConfig,
     SimDropletSeed, SimHandle, Simulator, TokenSpec,
 };

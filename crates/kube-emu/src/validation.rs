@@ -509,14 +509,6 @@ fn fmt_bound(x: f64) -> String {
     }
 }
 
-/// Convenience for tests and tools: admission of a DropletAction manifest against the generated CRD.
-pub fn droplet_action_validator() -> SchemaValidator {
-    match SchemaValidator::for_crd(&crate::crd::definition()) {
-        Some(v) => v,
-        None => unreachable!("the generated DropletAction CRD always has a schema"),
-    }
-}
-
 /// Admission for the Kubernetes emulator: every served CRD is validated by its own schema and CEL rules, as a
 /// real apiserver would; built-in resources are accepted as they are.
 pub struct CrdAdmission {
@@ -537,15 +529,15 @@ impl CrdAdmission {
     }
 }
 
-impl crate::kube_emu::Admission for CrdAdmission {
+impl crate::Admission for CrdAdmission {
     fn admit(
         &self,
-        resource: &crate::kube_emu::ResourceInfo,
+        resource: &crate::ResourceInfo,
         _subresource: Option<&str>,
         new: &mut Value,
         old: Option<&Value>,
         strict: bool,
-    ) -> Result<Vec<String>, Vec<crate::kube_emu::FieldError>> {
+    ) -> Result<Vec<String>, Vec<crate::FieldError>> {
         let Some((_, _, validator)) = self
             .validators
             .iter()
@@ -559,7 +551,7 @@ impl crate::kube_emu::Admission for CrdAdmission {
             .map_err(|errs| {
                 errs.into_iter()
                     .map(|e| {
-                        use crate::kube_emu::FieldErrorReason as R;
+                        use crate::FieldErrorReason as R;
                         let reason = match e.reason {
                             FieldReason::Required => R::Required,
                             FieldReason::Invalid => R::Invalid,
@@ -568,7 +560,7 @@ impl crate::kube_emu::Admission for CrdAdmission {
                             FieldReason::TypeInvalid => R::TypeInvalid,
                             FieldReason::TooLong => R::TooLong,
                         };
-                        crate::kube_emu::FieldError::new(e.field, reason, e.detail)
+                        crate::FieldError::new(e.field, reason, e.detail)
                     })
                     .collect()
             })

@@ -2,7 +2,7 @@
 //! operator's correctness under it (every action Succeeded, exactly one POST per droplet per DropletAction, no
 //! Failed, the request window within the simulator's limit, finite positive figures), not time or memory targets.
 
-use droplet_operator::bench::{self, Report, Runner, Settings};
+use droplet_bench::{self as bench, Report, Runner, Settings};
 
 async fn run(name: &str) -> Report {
     let settings = Settings::small(name);

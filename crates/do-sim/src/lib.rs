@@ -1,6 +1,6 @@
 //! A stateful DigitalOcean API simulator, for tests, `droplet-operator sandbox`
 //! and benchmarks. It is an independent server-side implementation with its
-//! own wire types (it shares nothing with [`crate::digitalocean`]), so tests of
+//! own wire types (it shares nothing with [the operator's DigitalOcean client]), so tests of
 //! the client against it are meaningful.
 //!
 //! # What is simulated

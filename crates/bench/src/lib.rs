@@ -29,9 +29,9 @@ use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Map, Value, json};
 
-use crate::crd::{DropletAction, Phase};
-use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::sim::{RequestRecord, SimHandle};
+use do_sim::{RequestRecord, SimHandle};
+use droplet_operator::crd::{DropletAction, Phase};
+use droplet_operator::sandbox::{Sandbox, SandboxOptions};
 
 pub use runner::{ChildArgs, OperatorSettings, Runner, RunningOperator, Usage, child_main};
 

@@ -1,5 +1,5 @@
 //! DigitalOcean wire types (response bodies), independent of the client in
-//! `crate::digitalocean`, and conversions from the simulator's state.
+//! the operator's DigitalOcean client, and conversions from the simulator's state.
 
 use std::collections::BTreeMap;
 

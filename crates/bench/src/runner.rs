@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::digitalocean::Token;
-use crate::kube_emu::EmuHandle;
-use crate::operator::{self, OperatorConfig};
-use crate::sim::DEFAULT_SIM_TOKEN;
-use crate::telemetry::{self, LogFormat};
+use do_sim::DEFAULT_SIM_TOKEN;
+use droplet_operator::digitalocean::Token;
+use droplet_operator::operator::{self, OperatorConfig};
+use droplet_operator::telemetry::{self, LogFormat};
+use kube_emu::EmuHandle;
 
 /// The hidden subcommand of the `bench` binary that runs the operator.
 pub const CHILD_SUBCOMMAND: &str = "__operator";

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use droplet_operator::kube_emu::{EmuConfig, KubeEmulator};
+//! use kube_emu::{EmuConfig, KubeEmulator};
 //! let emu = KubeEmulator::start(EmuConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
 //! emu.write_kubeconfig(std::path::Path::new("kubeconfig"), "default")?; // for kubectl
 //! let client = emu.client(); // a kube::Client, default namespace "default"
@@ -95,6 +95,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod validation;
 pub mod watch;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};

@@ -7,9 +7,6 @@ use std::{
     time::Duration,
 };
 
-use droplet_operator::kube_emu::{
-    Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
-};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::core::v1::{Event as CoreEvent, Secret},
@@ -24,6 +21,9 @@ use kube::{
         events::{Event, EventType, Recorder, Reporter},
         watcher,
     },
+};
+use kube_emu::{
+    Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
