@@ -110,3 +110,81 @@ fn verbose_demo_logs_to_stderr() {
     assert!(!stdout.contains("Controller log:"), "{stdout}");
     assert!(!state.path().join("demo.log").exists());
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`, its bytes replayed through a VT100 emulator): the
+/// live view redraws one line per DropletAction in place (never two lines for one resource on the screen), then
+/// gives way to the table, so the final screen is the header, the table and the summary, without log lines.
+#[test]
+fn terminal_demo_redraws_in_place_and_ends_with_the_table() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let inner = format!(
+        "stty rows 200 cols 250 && exec '{BIN}' demo --state-dir '{}'",
+        state.path().display()
+    );
+    let out = match Command::new("script")
+        .current_dir(ROOT)
+        .args(["-qec", &inner, "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: terminal_demo_redraws_in_place_and_ends_with_the_table: `script` (util-linux) not found"
+            );
+            return;
+        }
+        Err(e) => panic!("cannot run script: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "demo failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let size = |n: u16| std::num::NonZeroU16::new(n).expect("non-zero");
+    let mut term = vt100::Parser::new(size(200), size(250), 0);
+    let mut seen_live_line = false;
+    for chunk in out.stdout.chunks(256) {
+        term.process(chunk);
+        let screen = term.screen().contents();
+        let mut labels = std::collections::BTreeMap::<&str, usize>::new();
+        for line in screen.lines() {
+            if let Some(label) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("DropletAction/"))
+            {
+                *labels.entry(label).or_default() += 1;
+                seen_live_line = true;
+            }
+        }
+        if let Some((label, n)) = labels.iter().find(|(_, n)| **n > 1) {
+            panic!("{label} is on the screen {n} times (appended instead of redrawn):\n{screen}");
+        }
+    }
+    assert!(seen_live_line, "the live view was shown");
+    let screen = term.screen().contents();
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines[0].starts_with("Kubernetes API emulator:"), "{screen}");
+    assert!(
+        !screen.contains("DropletAction/"),
+        "the live view is cleared:\n{screen}"
+    );
+    assert!(!screen.contains(" INFO "), "no log lines:\n{screen}");
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("NAME "))
+        .expect("the table");
+    assert!(header > 0);
+    let n = lines.len();
+    assert!(
+        lines[n - 2].contains("DropletActions finished in"),
+        "{screen}"
+    );
+    assert!(lines[n - 2].ends_with(" 0 duplicates."), "{screen}");
+    assert!(
+        lines[n - 1].starts_with("Every example ended as its comment says"),
+        "{screen}"
+    );
+}
