@@ -92,9 +92,13 @@ struct DemoArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 180)]
     timeout_seconds: u64,
-    /// Where the kubeconfig and sandbox.env are written.
+    /// Where the kubeconfig, sandbox.env and the controller log (demo.log) are written.
     #[arg(long, default_value = ".sandbox")]
     state_dir: PathBuf,
+    /// Show the controller's log on stderr instead of writing it to <state-dir>/demo.log (the live view then
+    /// appends lines instead of redrawing them).
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Args)]
@@ -240,7 +244,14 @@ async fn sandbox(args: SandboxArgs) -> Result<(), String> {
 
 #[cfg(feature = "sandbox")]
 async fn demo(args: DemoArgs) -> Result<bool, String> {
-    telemetry::init(LogFormat::Text);
+    let log_file = if args.verbose {
+        telemetry::init(LogFormat::Text);
+        None
+    } else {
+        let path = droplet_operator::sandbox::state_dir(&args.state_dir)?.join("demo.log");
+        telemetry::init_file(LogFormat::Text, &path)?;
+        Some(path)
+    };
     let opts = SandboxOptions {
         // Simulated actions take 5% of their documented time and the controller polls 10x faster, so the
         // whole set finishes in seconds while keeping the relative timing of the real thing.
@@ -254,6 +265,10 @@ async fn demo(args: DemoArgs) -> Result<bool, String> {
         &args.examples,
         opts,
         Duration::from_secs(args.timeout_seconds),
+        droplet_operator::demo::DemoOutput {
+            verbose: args.verbose,
+            log_file,
+        },
     )
     .await
 }

@@ -132,16 +132,7 @@ impl Sandbox {
                 )
             })?;
 
-        std::fs::create_dir_all(&opts.state_dir).map_err(|e| {
-            format!(
-                "cannot create --state-dir {}: {e}",
-                opts.state_dir.display()
-            )
-        })?;
-        let state_dir = opts
-            .state_dir
-            .canonicalize()
-            .unwrap_or_else(|_| opts.state_dir.clone());
+        let state_dir = state_dir(&opts.state_dir)?;
         let kubeconfig = state_dir.join("kubeconfig");
         kube.write_kubeconfig(&kubeconfig, "default")
             .map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;
@@ -215,6 +206,14 @@ impl Sandbox {
             sim.shutdown();
         }
     }
+}
+
+/// Creates the state directory if needed and returns its canonical path (where the kubeconfig, sandbox.env and the
+/// demo's controller log go).
+pub fn state_dir(dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create --state-dir {}: {e}", dir.display()))?;
+    Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
 }
 
 fn shell_quote(p: &Path) -> String {

@@ -8,6 +8,8 @@
 //! [`granted_rules`] turns rendered RBAC into an `(apiGroup, resource, verbs)` table; [`rbac_attributes`] turns a
 //! request into what RBAC checks.
 
+mod manifests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
@@ -16,7 +18,12 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Service};
 use serde_json::{Value, json};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+use manifests::pss::restricted_violations;
+use manifests::{
+    CRD_COPIES, ROOT, assert_crds_are_the_repository_crds, granted_rules, grants, identities,
+    kustomize, repository_crds, s, yaml_files,
+};
+
 const BIN: &str = env!("CARGO_BIN_EXE_droplet-operator");
 const NS: &str = "droplet-operator";
 const SA: &str = "droplet-operator";
@@ -61,31 +68,6 @@ const WRITE_VERBS: &[&str] = &[
 // ---------------------------------------------------------------------------------------------------------------
 // Rendering
 
-/// Renders the kustomization in `dir` with `kubectl kustomize`. `None` (after printing why) when kubectl is absent.
-fn kustomize(dir: &Path) -> Option<Vec<Value>> {
-    let out = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "skipping: kubectl not found (needed to render {})",
-                dir.display()
-            );
-            return None;
-        }
-        Err(e) => panic!("cannot run kubectl: {e}"),
-    };
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .unwrap_or_else(|e| panic!("rendered YAML of {} does not parse: {e}", dir.display()));
-    Some(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
 fn render(rel: &str) -> Option<Vec<Value>> {
     kustomize(&Path::new(ROOT).join(rel))
 }
@@ -128,26 +110,6 @@ fn render_wrapper(resources: &[&str], components: &[&str], body: &str) -> Option
     kustomize(&here)
 }
 
-fn s<'a>(v: &'a Value, path: &str) -> &'a str {
-    v.pointer(path).and_then(Value::as_str).unwrap_or("")
-}
-
-/// (kind, namespace, name) of every object, sorted.
-fn identities(objs: &[Value]) -> Vec<(String, String, String)> {
-    let mut ids: Vec<_> = objs
-        .iter()
-        .map(|o| {
-            (
-                s(o, "/kind").to_string(),
-                s(o, "/metadata/namespace").to_string(),
-                s(o, "/metadata/name").to_string(),
-            )
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
 fn ids(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     let mut v: Vec<_> = list
         .iter()
@@ -157,8 +119,18 @@ fn ids(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     v
 }
 
+/// (CustomResourceDefinition, "", name) of every CRD in crds/.
+fn crd_identities() -> Vec<(String, String, String)> {
+    repository_crds()
+        .into_keys()
+        .map(|name| ("CustomResourceDefinition".to_string(), String::new(), name))
+        .collect()
+}
+
+/// What `kubectl apply -k deploy/` creates: the CRDs and the operator.
 fn base_identities() -> Vec<(String, String, String)> {
-    ids(&[
+    let mut v = crd_identities();
+    v.extend(ids(&[
         ("Namespace", "", NS),
         ("ServiceAccount", NS, SA),
         ("ClusterRole", "", "droplet-operator"),
@@ -169,7 +141,9 @@ fn base_identities() -> Vec<(String, String, String)> {
         ("RoleBinding", NS, "droplet-operator-leader-election"),
         ("Deployment", NS, "droplet-operator"),
         ("Service", NS, "droplet-operator-metrics"),
-    ])
+    ]));
+    v.sort();
+    v
 }
 
 fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
@@ -198,110 +172,6 @@ fn container(d: &Deployment) -> &Container {
 
 // ---------------------------------------------------------------------------------------------------------------
 // RBAC
-
-/// One effective grant: where it applies (`None`: cluster-wide), apiGroup, resource, verb.
-type Grant = (Option<String>, String, String, String);
-
-/// Every (scope, apiGroup, resource, verb) granted to the operator's ServiceAccount through a binding that resolves
-/// to a rendered role. Panics on rules this table cannot express (resourceNames, nonResourceURLs, unknown keys).
-fn grants(objs: &[Value]) -> BTreeSet<Grant> {
-    let sa_ns = s(
-        objs.iter()
-            .find(|o| s(o, "/kind") == "ServiceAccount")
-            .expect("a ServiceAccount"),
-        "/metadata/namespace",
-    )
-    .to_string();
-    let roles: BTreeMap<(String, String, String), &Value> = objs
-        .iter()
-        .filter(|o| matches!(s(o, "/kind"), "Role" | "ClusterRole"))
-        .map(|o| {
-            let key = (
-                s(o, "/kind").to_string(),
-                s(o, "/metadata/namespace").to_string(),
-                s(o, "/metadata/name").to_string(),
-            );
-            (key, o)
-        })
-        .collect();
-    let mut out = BTreeSet::new();
-    let mut used = BTreeSet::new();
-    for b in objs
-        .iter()
-        .filter(|o| matches!(s(o, "/kind"), "RoleBinding" | "ClusterRoleBinding"))
-    {
-        let name = s(b, "/metadata/name");
-        let subjects = b["subjects"].as_array().cloned().unwrap_or_default();
-        assert!(!subjects.is_empty(), "binding {name} has no subjects");
-        for subj in &subjects {
-            assert_eq!(
-                (s(subj, "/kind"), s(subj, "/name"), s(subj, "/namespace")),
-                ("ServiceAccount", SA, sa_ns.as_str()),
-                "binding {name} must bind only the operator's ServiceAccount"
-            );
-        }
-        let binding_ns = s(b, "/metadata/namespace").to_string();
-        let ref_kind = s(b, "/roleRef/kind").to_string();
-        let role_ns = if ref_kind == "Role" {
-            binding_ns.clone()
-        } else {
-            String::new()
-        };
-        let key = (ref_kind, role_ns, s(b, "/roleRef/name").to_string());
-        let role = roles
-            .get(&key)
-            .unwrap_or_else(|| panic!("binding {name} refers to {key:?}, which is not rendered"));
-        used.insert(key.clone());
-        let scope = match s(b, "/kind") {
-            "ClusterRoleBinding" => None,
-            _ => Some(binding_ns),
-        };
-        for rule in role["rules"].as_array().cloned().unwrap_or_default() {
-            let keys: BTreeSet<&str> = rule
-                .as_object()
-                .expect("rule is a map")
-                .keys()
-                .map(String::as_str)
-                .collect();
-            assert_eq!(
-                keys,
-                BTreeSet::from(["apiGroups", "resources", "verbs"]),
-                "rule {rule} of {key:?}: only apiGroups/resources/verbs are expected"
-            );
-            let strings = |field: &str| -> Vec<String> {
-                rule[field]
-                    .as_array()
-                    .unwrap_or_else(|| panic!("rule {rule}: {field} is a list"))
-                    .iter()
-                    .map(|v| v.as_str().expect("string").to_string())
-                    .collect()
-            };
-            for group in strings("apiGroups") {
-                for resource in strings("resources") {
-                    for verb in strings("verbs") {
-                        out.insert((scope.clone(), group.clone(), resource.clone(), verb));
-                    }
-                }
-            }
-        }
-    }
-    let unused: Vec<_> = roles.keys().filter(|k| !used.contains(*k)).collect();
-    assert!(unused.is_empty(), "roles bound by nothing: {unused:?}");
-    out
-}
-
-/// The operator's permissions as a table: (apiGroup, resource, sorted verbs), sorted, whatever the scope. Reuse it
-/// to check each request the operator makes (group, resource, verb) against what the manifests grant.
-fn granted_rules(objs: &[Value]) -> Vec<(String, String, Vec<String>)> {
-    let mut table: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for (_, group, resource, verb) in grants(objs) {
-        table.entry((group, resource)).or_default().insert(verb);
-    }
-    table
-        .into_iter()
-        .map(|((g, r), verbs)| (g, r, verbs.into_iter().collect()))
-        .collect()
-}
 
 fn expected_rules() -> Vec<(String, String, Vec<String>)> {
     EXPECTED_RULES
@@ -333,193 +203,6 @@ fn assert_rbac(objs: &[Value]) {
             assert_eq!(scope.as_deref(), Some(NS), "{resource} only in {NS}");
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Pod Security Standards, "restricted" profile (https://kubernetes.io/docs/concepts/security/pod-security-standards/,
-// policy version latest = 1.32 here). Every baseline and restricted control that applies to a Linux pod, written out.
-
-const RESTRICTED_VOLUME_TYPES: &[&str] = &[
-    "configMap",
-    "csi",
-    "downwardAPI",
-    "emptyDir",
-    "ephemeral",
-    "persistentVolumeClaim",
-    "projected",
-    "secret",
-];
-const SAFE_SYSCTLS: &[&str] = &[
-    "kernel.shm_rmid_forced",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies",
-    "net.ipv4.ping_group_range",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
-];
-const SELINUX_TYPES: &[&str] = &[
-    "",
-    "container_t",
-    "container_init_t",
-    "container_kvm_t",
-    "container_engine_t",
-];
-
-/// Violations of the restricted profile by `pod` (with its template `annotations`); empty when it passes.
-fn restricted_violations(pod: &PodSpec, annotations: &BTreeMap<String, String>) -> Vec<String> {
-    let mut v = Vec::new();
-    let psc = pod.security_context.clone().unwrap_or_default();
-    let containers: Vec<&Container> = pod
-        .init_containers
-        .iter()
-        .flatten()
-        .chain(&pod.containers)
-        .collect();
-    let ephemeral = pod.ephemeral_containers.iter().flatten();
-
-    // Baseline: host namespaces.
-    for (flag, on) in [
-        ("hostNetwork", pod.host_network),
-        ("hostPID", pod.host_pid),
-        ("hostIPC", pod.host_ipc),
-    ] {
-        if on == Some(true) {
-            v.push(format!("{flag} is true"));
-        }
-    }
-    // Baseline: HostProcess, sysctls, SELinux, seccomp and AppArmor at pod level.
-    if psc
-        .windows_options
-        .as_ref()
-        .and_then(|w| w.host_process)
-        .unwrap_or(false)
-    {
-        v.push("pod hostProcess".into());
-    }
-    for sysctl in psc.sysctls.iter().flatten() {
-        if !SAFE_SYSCTLS.contains(&sysctl.name.as_str()) {
-            v.push(format!("unsafe sysctl {}", sysctl.name));
-        }
-    }
-    let selinux_ok = |o: &Option<k8s_openapi::api::core::v1::SELinuxOptions>| {
-        o.as_ref().is_none_or(|o| {
-            SELINUX_TYPES.contains(&o.type_.as_deref().unwrap_or(""))
-                && o.user.as_deref().unwrap_or("").is_empty()
-                && o.role.as_deref().unwrap_or("").is_empty()
-        })
-    };
-    if !selinux_ok(&psc.se_linux_options) {
-        v.push("pod seLinuxOptions".into());
-    }
-    let seccomp_ok = |t: &str| t == "RuntimeDefault" || t == "Localhost";
-    let pod_seccomp = psc.seccomp_profile.as_ref().map(|p| p.type_.clone());
-    if let Some(t) = &pod_seccomp
-        && !seccomp_ok(t)
-    {
-        v.push(format!("pod seccompProfile {t}"));
-    }
-    let apparmor_ok = |t: &str| t != "Unconfined";
-    if let Some(p) = &psc.app_armor_profile
-        && !apparmor_ok(&p.type_)
-    {
-        v.push("pod appArmorProfile Unconfined".into());
-    }
-    for (k, val) in annotations {
-        if k.starts_with("container.apparmor.security.beta.kubernetes.io/")
-            && !(val == "runtime/default" || val.starts_with("localhost/"))
-        {
-            v.push(format!("annotation {k}={val}"));
-        }
-    }
-    // Restricted: runAsNonRoot / runAsUser at pod level.
-    if psc.run_as_user == Some(0) {
-        v.push("pod runAsUser 0".into());
-    }
-    let pod_non_root = psc.run_as_non_root == Some(true);
-
-    // Volumes: baseline forbids hostPath; restricted allows only these types.
-    for vol in pod.volumes.iter().flatten() {
-        let as_json = serde_json::to_value(vol).expect("volume serialises");
-        for key in as_json.as_object().expect("volume is a map").keys() {
-            if key == "name" {
-                continue;
-            }
-            if !RESTRICTED_VOLUME_TYPES.contains(&key.as_str()) {
-                v.push(format!("volume {} has type {key}", vol.name));
-            }
-        }
-    }
-
-    // Per container (init, regular; ephemeral through their security context too).
-    type Sc = k8s_openapi::api::core::v1::SecurityContext;
-    let mut check = |name: &str, sc: Option<&Sc>, host_ports: &[Option<i32>]| {
-        let sc = sc.cloned().unwrap_or_default();
-        if sc.privileged == Some(true) {
-            v.push(format!("{name}: privileged"));
-        }
-        if sc
-            .windows_options
-            .as_ref()
-            .and_then(|w| w.host_process)
-            .unwrap_or(false)
-        {
-            v.push(format!("{name}: hostProcess"));
-        }
-        if sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
-            v.push(format!("{name}: procMount"));
-        }
-        if !selinux_ok(&sc.se_linux_options) {
-            v.push(format!("{name}: seLinuxOptions"));
-        }
-        if let Some(p) = &sc.app_armor_profile
-            && !apparmor_ok(&p.type_)
-        {
-            v.push(format!("{name}: appArmorProfile Unconfined"));
-        }
-        for host_port in host_ports {
-            if host_port.is_some_and(|p| p != 0) {
-                v.push(format!("{name}: hostPort"));
-            }
-        }
-        if sc.allow_privilege_escalation != Some(false) {
-            v.push(format!("{name}: allowPrivilegeEscalation must be false"));
-        }
-        match sc.run_as_non_root {
-            Some(false) => v.push(format!("{name}: runAsNonRoot false")),
-            None if !pod_non_root => v.push(format!("{name}: runAsNonRoot unset")),
-            _ => {}
-        }
-        if sc.run_as_user == Some(0) {
-            v.push(format!("{name}: runAsUser 0"));
-        }
-        match sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()) {
-            Some(t) if !seccomp_ok(t) => v.push(format!("{name}: seccompProfile {t}")),
-            None if pod_seccomp.is_none() => v.push(format!("{name}: seccompProfile unset")),
-            _ => {}
-        }
-        let caps = sc.capabilities.unwrap_or_default();
-        if !caps.drop.iter().flatten().any(|c| c == "ALL") {
-            v.push(format!("{name}: capabilities must drop ALL"));
-        }
-        for add in caps.add.iter().flatten() {
-            if add != "NET_BIND_SERVICE" {
-                v.push(format!("{name}: adds capability {add}"));
-            }
-        }
-    };
-    for c in containers {
-        let ports: Vec<_> = c.ports.iter().flatten().map(|p| p.host_port).collect();
-        check(&c.name, c.security_context.as_ref(), &ports);
-    }
-    for c in ephemeral {
-        let ports: Vec<_> = c.ports.iter().flatten().map(|p| p.host_port).collect();
-        check(&c.name, c.security_context.as_ref(), &ports);
-    }
-    v
 }
 
 fn assert_restricted(d: &Deployment) {
@@ -585,6 +268,101 @@ fn base_renders_exactly_the_expected_objects() {
         "restricted",
         "the namespace enforces the restricted profile"
     );
+}
+
+/// The command that refreshes every copy of crds/ (named in each failure message).
+const SYNC_CRDS: &str = "DROPLET_OPERATOR_SYNC_CRDS=1 cargo test --test deploy crd_copies";
+
+/// `deploy/crds/kustomization.yaml` listing `files`.
+fn crds_kustomization(files: &[String]) -> String {
+    let mut k = String::from(
+        "# The CustomResourceDefinitions, byte-identical copies of crds/ (kustomize cannot reference files outside its root).\n\
+         # Do not edit here: after `cargo run -- crd > crds/...`, run\n\
+         #   DROPLET_OPERATOR_SYNC_CRDS=1 cargo test --test deploy crd_copies\n\
+         # which copies every crds/*.yaml here and into deploy/helm/droplet-operator/crds/ and rewrites this list\n\
+         # (tests/deploy.rs fails while a copy or this list is stale).\n\
+         apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n",
+    );
+    for f in files {
+        k.push_str(&format!("  - {f}\n"));
+    }
+    k
+}
+
+/// Writes every copy from crds/ (removing copies of CRDs that are gone) and the kustomization listing them.
+fn sync_crd_copies() {
+    let root = Path::new(ROOT);
+    let source = yaml_files(&root.join("crds"));
+    for dir in CRD_COPIES {
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).expect("create the copy directory");
+        for (stale, _) in yaml_files(&dir) {
+            std::fs::remove_file(dir.join(stale)).expect("remove a stale copy");
+        }
+        for (file, bytes) in &source {
+            std::fs::write(dir.join(file), bytes).expect("write a copy");
+        }
+    }
+    let files: Vec<String> = source.into_iter().map(|(f, _)| f).collect();
+    std::fs::write(
+        root.join("deploy/crds/kustomization.yaml"),
+        crds_kustomization(&files),
+    )
+    .expect("write deploy/crds/kustomization.yaml");
+}
+
+/// kustomize and Helm cannot read files outside their roots, so deploy/crds/ and the chart's crds/ hold copies of
+/// crds/: the same files, byte for byte, and deploy/crds/kustomization.yaml lists each of them (any number of CRDs).
+#[test]
+fn crd_copies_are_byte_identical_to_crds() {
+    if std::env::var_os("DROPLET_OPERATOR_SYNC_CRDS").is_some() {
+        sync_crd_copies();
+    }
+    let root = Path::new(ROOT);
+    let source = yaml_files(&root.join("crds"));
+    assert!(!source.is_empty(), "crds/ holds the CRDs");
+    let names: Vec<&String> = source.iter().map(|(f, _)| f).collect();
+    for dir in CRD_COPIES {
+        let copies = yaml_files(&root.join(dir));
+        let copy_names: Vec<&String> = copies.iter().map(|(f, _)| f).collect();
+        assert_eq!(
+            copy_names, names,
+            "{dir}/ holds other files than crds/; run `{SYNC_CRDS}`"
+        );
+        for ((file, bytes), (_, copy)) in source.iter().zip(&copies) {
+            assert!(
+                bytes == copy,
+                "{dir}/{file} differs from crds/{file}; run `{SYNC_CRDS}`"
+            );
+        }
+    }
+    let listed = std::fs::read_to_string(root.join("deploy/crds/kustomization.yaml"))
+        .expect("deploy/crds/kustomization.yaml");
+    let files: Vec<String> = names.iter().map(|f| f.to_string()).collect();
+    assert_eq!(
+        listed,
+        crds_kustomization(&files),
+        "deploy/crds/kustomization.yaml does not list exactly crds/*.yaml; run `{SYNC_CRDS}`"
+    );
+}
+
+/// `kubectl apply -k deploy/` and the namespaced overlay install the CRDs of crds/, unchanged.
+#[test]
+fn kustomizations_install_the_crds_of_crds_dir() {
+    for dir in ["deploy", "deploy/overlays/namespaced"] {
+        let Some(objs) = render(dir) else { return };
+        assert_crds_are_the_repository_crds(&objs, dir);
+        let crd_pos = objs
+            .iter()
+            .rposition(|o| s(o, "/kind") == "CustomResourceDefinition");
+        let first_other = objs
+            .iter()
+            .position(|o| !matches!(s(o, "/kind"), "CustomResourceDefinition" | "Namespace"));
+        assert!(
+            crd_pos < first_other,
+            "{dir}: the CRDs come before the objects that may use them"
+        );
+    }
 }
 
 #[test]
@@ -787,7 +565,7 @@ fn namespaced_overlay_uses_roles_in_one_namespace_and_watches_it() {
     let Some(objs) = render("deploy/overlays/namespaced") else {
         return;
     };
-    let expected = ids(&[
+    let mut expected = ids(&[
         ("Namespace", "", NS),
         ("ServiceAccount", NS, SA),
         ("Role", NS, "droplet-operator"),
@@ -799,6 +577,8 @@ fn namespaced_overlay_uses_roles_in_one_namespace_and_watches_it() {
         ("Deployment", NS, "droplet-operator"),
         ("Service", NS, "droplet-operator-metrics"),
     ]);
+    expected.extend(crd_identities());
+    expected.sort();
     assert_eq!(identities(&objs), expected);
     assert_rbac(&objs);
     for (scope, group, resource, verb) in grants(&objs) {
@@ -828,7 +608,12 @@ fn namespaced_overlay_moves_to_a_tenant_namespace() {
         return;
     };
     assert!(objs.iter().all(|o| s(o, "/kind") != "Namespace"));
-    for o in &objs {
+    // The CRDs are cluster-scoped: they do not move (docs/operations.md: delete them too when a cluster admin owns them).
+    assert_crds_are_the_repository_crds(&objs, "a tenant overlay");
+    for o in objs
+        .iter()
+        .filter(|o| s(o, "/kind") != "CustomResourceDefinition")
+    {
         assert_eq!(
             s(o, "/metadata/namespace"),
             "team-a",
