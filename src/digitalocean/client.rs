@@ -911,7 +911,7 @@ impl DoClient {
                 segments: &["v2", "droplets", &d, "snapshots"],
                 query: &[],
                 key: "snapshots",
-                scope_hint: "image:read",
+                scope_hint: "droplet:read",
             },
             page,
             per_page,
@@ -934,7 +934,7 @@ impl DoClient {
                 segments: &["v2", "droplets", &d, "snapshots"],
                 query: &[],
                 key: "snapshots",
-                scope_hint: "image:read",
+                scope_hint: "droplet:read",
             },
             max_pages,
         )
