@@ -4,9 +4,12 @@
 //! vars that `droplet-operator run` really accepts. Then the real binary runs against the sandbox's emulated API
 //! server: every request it makes must be allowed by the rendered RBAC, and every metric it exposes documented.
 //!
-//! The tests that render skip with a message when kubectl is not installed (kubectl >= 1.21 has kustomize built in).
+//! The tests that render need kubectl (>= 1.21 has kustomize built in): without it they fail in CI (`CI=true`) and
+//! elsewhere print `SKIPPED: <test>: ...` (`common::skip`).
 //! [`granted_rules`] turns rendered RBAC into an `(apiGroup, resource, verbs)` table; [`rbac_attributes`] turns a
 //! request into what RBAC checks.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -66,10 +69,10 @@ fn kustomize(dir: &Path) -> Option<Vec<Value>> {
     let out = match Command::new("kubectl").arg("kustomize").arg(dir).output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "skipping: kubectl not found (needed to render {})",
+            common::skip(&format!(
+                "kubectl is not installed (needed to render {})",
                 dir.display()
-            );
+            ));
             return None;
         }
         Err(e) => panic!("cannot run kubectl: {e}"),
@@ -1308,7 +1311,7 @@ async fn readyz_turns_ready_once_caches_synced() {
     running.sandbox.stop().await;
 }
 
-/// The Argo CD health check in docs/operations.md, run by a Lua interpreter (skips when none is installed; Argo CD
+/// The Argo CD health check in docs/operations.md, run by a Lua interpreter (`common::require_any_tool`; Argo CD
 /// runs gopher-lua, Lua 5.1, and the script uses nothing newer).
 #[test]
 fn argocd_health_check_in_the_docs_maps_phases() {
@@ -1337,19 +1340,15 @@ print(status(da("Expired", "notAfter passed")))
 print(status(da("Succeeded", "old", 2, 1)))
 "#;
     std::fs::write(dir.path().join("harness.lua"), harness).expect("write harness");
-    let Some(out) = ["lua", "lua5.1", "lua5.4", "luajit"]
-        .iter()
-        .find_map(|lua| {
-            Command::new(lua)
-                .arg(dir.path().join("harness.lua"))
-                .arg(dir.path().join("health.lua"))
-                .output()
-                .ok()
-        })
-    else {
-        eprintln!("skipping: no Lua interpreter found");
+    // .ci/run installs Debian's lua5.4 when no interpreter is present.
+    let Some(lua) = common::require_any_tool(&["lua", "lua5.1", "lua5.4", "luajit"]) else {
         return;
     };
+    let out = Command::new(lua)
+        .arg(dir.path().join("harness.lua"))
+        .arg(dir.path().join("health.lua"))
+        .output()
+        .expect("run the Lua interpreter");
     assert!(
         out.status.success(),
         "{}",

@@ -4,14 +4,16 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_exactly_once, servers};
+use common::{
+    assert_exactly_once, droplet_action, eventually, post_requests, servers, wait_all_final,
+};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 fn free_port() -> u16 {
@@ -22,12 +24,26 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Generous: these wait on conditions, never measure speed.
+const WAIT: Duration = Duration::from_secs(60);
+
 fn spawn(
     kubeconfig: &std::path::Path,
     do_url: &str,
     port: u16,
     extra: &[&str],
     log: &std::path::Path,
+) -> Child {
+    spawn_with_env(kubeconfig, do_url, port, extra, log, &[])
+}
+
+fn spawn_with_env(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    port: u16,
+    extra: &[&str],
+    log: &std::path::Path,
+    env: &[(&str, &str)],
 ) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -49,6 +65,7 @@ fn spawn(
     args.extend_from_slice(extra);
     Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
         .args(&args)
+        .envs(env.iter().copied())
         .env("KUBECONFIG", kubeconfig)
         .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
         .env("RUST_LOG", "droplet_operator=info")
@@ -67,12 +84,12 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 async fn create(api: &Api<DropletAction>, name: &str, spec: serde_json::Value) {
-    let obj: DropletAction = serde_json::from_value(json!({
-        "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
-        "metadata": {"name": name}, "spec": spec,
-    }))
+    api.create(
+        &PostParams::default(),
+        &droplet_action(name, "default", spec),
+    )
+    .await
     .unwrap();
-    api.create(&PostParams::default(), &obj).await.unwrap();
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -85,8 +102,24 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
+/// The value of the `droplet_operator_leader` gauge on `port`.
+async fn leader_gauge(port: u16) -> Option<i64> {
+    let (_, text) = get(port, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("droplet_operator_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn ready(port: u16) -> Option<()> {
+    (get(port, "/readyz").await?.0 == 200).then_some(())
+}
+
+/// Two replicas with leader election, like `kubectl scale --replicas=2`: both report Ready (a rollout completes),
+/// only the leader reconciles and says so in `droplet_operator_leader`; killing the leader mid-flight hands over
+/// to the standby, which stays Ready, takes the Lease, logs it, and finishes every action without a second POST
+/// request to any droplet. One replica turns leader election on with `LEADER_ELECT=1`, the other with the flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_fails_over_without_duplicate_posts() {
+async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = SimConfig::fast(1.0);
     cfg.generated_droplets = 20;
@@ -99,44 +132,49 @@ async fn one_leader_fails_over_without_duplicate_posts() {
     let do_url = sim.url().to_string();
     let (port_a, port_b) = (free_port(), free_port());
     let le = [
-        "--leader-elect",
         "--lease-duration-seconds",
         "2",
         "--leader-election-namespace",
         "default",
     ];
-    let a = spawn(
+    let a = spawn_with_env(
         &kubeconfig,
         &do_url,
         port_a,
-        &[&le[..], &["--instance", "op-a"]].concat(),
+        &[&le[..], &["--leader-elect", "--instance", "op-a"]].concat(),
         &log,
+        &[],
     );
-    let b = spawn(
+    let b = spawn_with_env(
         &kubeconfig,
         &do_url,
         port_b,
         &[&le[..], &["--instance", "op-b"]].concat(),
         &log,
+        &[("LEADER_ELECT", "1")],
     );
 
     let leases: Api<Lease> = Api::namespaced(emu.client(), "default");
-    let start = Instant::now();
-    let first = loop {
-        if let Some(h) = holder(&leases).await {
-            break h;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nobody took the Lease"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = eventually("somebody takes the Lease", WAIT, || holder(&leases)).await;
     let (leader, leader_port, standby, standby_port, other) = if first == "op-a" {
         (a, port_a, b, port_b, "op-b")
     } else {
         (b, port_b, a, port_a, "op-a")
     };
+
+    // Both are Ready: the standby can take over (it has listed DropletActions); leadership is reported apart.
+    eventually("the leader is ready", WAIT, || ready(leader_port)).await;
+    eventually("the standby is ready", WAIT, || ready(standby_port)).await;
+    assert_eq!(get(standby_port, "/healthz").await.map(|r| r.0), Some(200));
+    eventually("the leader reports leader=1", WAIT, || async {
+        (leader_gauge(leader_port).await? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        leader_gauge(standby_port).await,
+        Some(0),
+        "standby reports leader=0"
+    );
 
     let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
     for i in 1..=20 {
@@ -147,64 +185,47 @@ async fn one_leader_fails_over_without_duplicate_posts() {
         )
         .await;
     }
-    // The leader is ready (caches synced); the standby is alive but not ready: it does not reconcile.
-    let start = Instant::now();
-    while get(leader_port, "/readyz").await.map(|r| r.0) != Some(200) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "leader never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(get(standby_port, "/healthz").await.map(|r| r.0), Some(200));
-    assert_eq!(get(standby_port, "/readyz").await.map(|r| r.0), Some(503));
-
     // Kill the leader while actions are in flight.
-    let start = Instant::now();
-    while sim.actions().len() < 5 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the leader did not initiate anything"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the leader initiates", WAIT, || async {
+        (sim.actions().len() >= 5).then_some(())
+    })
+    .await;
     let mut leader = leader;
     leader.kill().unwrap();
     leader.wait().unwrap();
 
-    let start = Instant::now();
-    while holder(&leases).await.as_deref() != Some(other) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the standby never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let start = Instant::now();
-    let items = loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.iter().all(|d| d.phase().is_terminal())
-            || start.elapsed() > Duration::from_secs(60)
-        {
-            break items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    eventually("the standby takes the Lease", WAIT, || async {
+        (holder(&leases).await.as_deref() == Some(other)).then_some(())
+    })
+    .await;
+    eventually("the new leader reports leader=1", WAIT, || async {
+        (leader_gauge(standby_port).await? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ready(standby_port).await,
+        Some(()),
+        "still ready after taking over"
+    );
+    let items = wait_all_final(&api, 20, Duration::from_secs(120)).await;
     assert!(
         items.iter().all(|d| d.phase() == Phase::Succeeded),
         "{items:#?}"
     );
     for i in 1..=20 {
+        let posts = post_requests(&sim, 200000 + i);
         assert_eq!(
-            sim.posts_for_droplet(200000 + i).len(),
+            posts.len(),
             1,
-            "droplet {} got a duplicate POST",
-            200000 + i
+            "droplet {} got {} POST requests: {posts:#?}",
+            200000 + i,
+            posts.len()
         );
     }
     assert_exactly_once(&items, &sim);
     let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(logs.contains("became the leader"));
+    assert!(logs.contains("became the leader"), "{logs}");
+    assert!(logs.contains("standby ready"), "{logs}");
     let mut standby = standby;
     standby.kill().unwrap();
     standby.wait().unwrap();
@@ -229,12 +250,13 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         &log,
     );
 
-    let start = Instant::now();
-    while get(port, "/readyz").await.map(|r| r.0) != Some(200) {
-        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("ready", WAIT, || ready(port)).await;
     assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(
+        leader_gauge(port).await,
+        Some(1),
+        "without leader election the only instance is the active one"
+    );
 
     let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
     create(
@@ -249,18 +271,7 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         json!({"type": "reboot", "dropletId": 999999}),
     )
     .await;
-    let start = Instant::now();
-    loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.len() == 2 && items.iter().all(|d| d.phase().is_terminal()) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not finished: {items:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_final(&api, 2, WAIT).await;
     let (code, text) = get(port, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     for needle in [
@@ -284,17 +295,11 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually("the process exits on SIGTERM", WAIT, || {
+        let s = child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
     assert!(status.success(), "exit status {status:?}");
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(

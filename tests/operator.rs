@@ -14,7 +14,37 @@ use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
 
-const T: Duration = Duration::from_secs(30);
+const T: Duration = Duration::from_secs(60);
+
+/// The snapshot the simulator seeds on droplet 101005 before any test runs.
+const SEEDED_SNAPSHOT: i64 = 702001;
+
+/// How much later than a 429 a request that was already on its way when the 429 was answered may arrive.
+const IN_FLIGHT: Duration = Duration::from_millis(300);
+
+/// After every 429 in `log` that asked to wait `retry_after`, no request arrived before that wait was over.
+fn assert_no_request_before_retry_after(log: &[do_sim::RequestRecord], retry_after: Duration) {
+    let mut checked = 0;
+    for (i, r) in log.iter().enumerate().filter(|(_, r)| r.status == 429) {
+        let until = r.at.expect("arrival instant") + retry_after;
+        if let Some(next) = log[i + 1..]
+            .iter()
+            .find(|n| n.at.is_some_and(|at| at < until))
+        {
+            // The controller may have had requests in flight when the 429 arrived; only a request that arrived
+            // after the 429's response could have been sent after it. Requests sent after it start later.
+            assert!(
+                next.at.unwrap() <= r.at.unwrap() + IN_FLIGHT,
+                "request {} arrived {:?} after the 429 of request {} (Retry-After {retry_after:?})",
+                next.seq,
+                next.at.unwrap() - r.at.unwrap(),
+                r.seq
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "the storm produced 429s");
+}
 
 fn fast() -> SimConfig {
     SimConfig::fast(0.02)
@@ -68,10 +98,17 @@ async fn every_example_ends_as_documented_with_each_action_started_once() {
     let image = snap.status.as_ref().unwrap().actions[0]
         .snapshot_image_id
         .expect("snapshot image id");
-    assert!(
-        world.sim.image(image).is_some(),
-        "the image exists on DigitalOcean"
+    let img = world
+        .sim
+        .image(image)
+        .expect("the image exists on DigitalOcean");
+    assert_ne!(
+        image, SEEDED_SNAPSHOT,
+        "not the snapshot the droplet already had"
     );
+    assert_eq!(img.name, "db-2-nightly", "the name from spec.name");
+    assert_eq!(img.resource_id, 101005, "taken of the droplet in spec");
+    assert_eq!(img.type_, "snapshot");
     // Tags fan out: one action per tagged droplet, tracked individually.
     let tag = items
         .iter()
@@ -81,7 +118,16 @@ async fn every_example_ends_as_documented_with_each_action_started_once() {
     assert_eq!(st.droplet_ids, vec![101004, 101005]);
     assert_eq!(st.actions.len(), 2);
     assert_eq!(st.action_summary.as_deref(), Some("2/2"));
-    assert!(st.actions.iter().all(|a| a.snapshot_image_id.is_some()));
+    let mut tag_images = std::collections::BTreeSet::new();
+    for a in &st.actions {
+        let id = a.snapshot_image_id.expect("snapshot image id per droplet");
+        let img = world.sim.image(id).expect("the image exists");
+        assert_eq!(img.name, "db-weekly");
+        assert_eq!(img.resource_id, a.droplet_id, "each droplet's own snapshot");
+        assert!(id != SEEDED_SNAPSHOT && id != image, "a new image: {id}");
+        tag_images.insert(id);
+    }
+    assert_eq!(tag_images.len(), 2, "distinct per droplet");
     // notAfter in the past: nothing was sent for it.
     let expired = items
         .iter()
@@ -128,7 +174,7 @@ async fn three_actions_on_one_droplet_run_in_creation_order() {
         world.wait_phase(name, Phase::Succeeded, T).await;
     }
     assert_eq!(
-        world.applied_posts(101008),
+        world.sent_posts(101008),
         vec!["shutdown", "snapshot", "power_on"]
     );
     assert!(
@@ -192,12 +238,12 @@ async fn errored_actions_fail_after_the_backoff_limit() {
         "True"
     );
     assert_eq!(
-        world.applied_posts(101003),
+        world.sent_posts(101003),
         vec!["power_cycle", "power_cycle"],
         "exactly backoffLimit+1 initiations"
     );
     world.wait_phase("once", Phase::Succeeded, T).await;
-    assert_eq!(world.applied_posts(101002), vec!["reboot"]);
+    assert_eq!(world.sent_posts(101002), vec!["reboot"]);
     world.stop().await;
 }
 
@@ -223,18 +269,8 @@ async fn a_droplet_busy_with_an_outside_action_waits_then_succeeds() {
             .last_error
             .is_some_and(|e| e.message.contains("pending event"))
     );
-    assert_eq!(
-        world.applied_posts(101001),
-        vec!["reboot"],
-        "one applied POST despite the 422s"
-    );
-    let refused = world
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.status == 422 && r.droplet_id == Some(101001))
-        .count();
-    assert!(refused >= 1);
+    // 422 "pending event" refusals while the outside action runs, then one accepted POST and nothing after it.
+    world.assert_refused_then_one_accepted(101001, 422);
     assert!(
         world
             .events("reboot")
@@ -255,7 +291,7 @@ async fn the_deadline_fails_an_action_that_takes_too_long() {
     let st = da.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some("DeadlineExceeded"));
     assert!(st.message.unwrap().contains("cannot cancel"));
-    assert_eq!(world.applied_posts(101007), vec!["resize"]);
+    assert_eq!(world.sent_posts(101007), vec!["resize"]);
     world.stop().await;
 }
 
@@ -288,7 +324,7 @@ async fn an_errored_shutdown_falls_back_to_power_off() {
             ("power_off".into(), "completed".into())
         ]
     );
-    assert_eq!(world.applied_posts(101008), vec!["shutdown", "power_off"]);
+    assert_eq!(world.sent_posts(101008), vec!["shutdown", "power_off"]);
     assert_eq!(world.sim.droplet(101008).unwrap().status, "off");
     assert!(
         world
@@ -313,7 +349,7 @@ async fn a_clean_shutdown_checks_power_and_needs_no_fallback() {
     let st = da.status.unwrap();
     assert_eq!(st.actions.len(), 1);
     assert_eq!(st.actions[0].droplet_status.as_deref(), Some("off"));
-    assert_eq!(world.applied_posts(101008), vec!["shutdown"]);
+    assert_eq!(world.sent_posts(101008), vec!["shutdown"]);
     world.stop().await;
 }
 
@@ -322,7 +358,7 @@ async fn a_429_storm_slows_the_controller_down_but_everything_completes_once() {
     let mut cfg = fast();
     cfg.faults = Faults {
         burst_429: 25,
-        burst_retry_after_secs: 1,
+        burst_retry_after_secs: 2,
         ..Faults::default()
     };
     let world = World::start(cfg).await;
@@ -337,8 +373,15 @@ async fn a_429_storm_slows_the_controller_down_but_everything_completes_once() {
         "{items:#?}"
     );
     for d in [101001, 101002, 101003, 101008, 101012] {
-        assert_eq!(world.applied_posts(d), vec!["reboot"]);
+        let statuses = world.post_statuses(d);
+        if statuses.len() > 1 {
+            world.assert_refused_then_one_accepted(d, 429);
+        } else {
+            assert_eq!(world.sent_posts(d), vec!["reboot"]);
+        }
     }
+    // Retry-After was honoured: after each 429 no request with that token arrived before the wait it asked for.
+    assert_no_request_before_retry_after(&world.sim.requests(), Duration::from_secs(2));
     assert!(
         world
             .sim
@@ -372,7 +415,7 @@ async fn a_missing_token_secret_keeps_the_resource_pending_until_it_appears() {
             .contains("Secret default/do-token")
     );
     assert!(
-        world.applied_posts(101006).is_empty(),
+        world.sent_posts(101006).is_empty(),
         "nothing sent without a token"
     );
     let secret: Secret = serde_json::from_value(json!({
@@ -387,7 +430,7 @@ async fn a_missing_token_secret_keeps_the_resource_pending_until_it_appears() {
         .await
         .expect("secret");
     world.wait_phase("with-secret", Phase::Succeeded, T).await;
-    assert_eq!(world.applied_posts(101006), vec!["power_on"]);
+    assert_eq!(world.sent_posts(101006), vec!["power_on"]);
     world.stop().await;
 }
 
@@ -500,11 +543,7 @@ async fn lost_responses_are_adopted_not_resent() {
         .create("lost-tag", json!({"type": "power_cycle", "tagName": "web"}))
         .await;
     let da = world.wait_phase("lost", Phase::Succeeded, T).await;
-    assert_eq!(
-        world.applied_posts(101011),
-        vec!["power_off"],
-        "never re-sent"
-    );
+    assert_eq!(world.sent_posts(101011), vec!["power_off"], "never re-sent");
     assert!(
         world
             .events("lost")
@@ -516,8 +555,13 @@ async fn lost_responses_are_adopted_not_resent() {
     let da = world.wait_phase("lost-tag", Phase::Succeeded, T).await;
     assert_eq!(da.status.unwrap().actions.len(), 3);
     for d in [101001, 101002, 101003] {
-        assert_eq!(world.applied_posts(d), vec!["power_cycle"]);
+        assert_eq!(world.applied_posts_of(d), vec!["power_cycle"]);
     }
+    assert_eq!(
+        common::tag_post_requests(&world.sim, "web").len(),
+        1,
+        "one POST request for the tag, never re-sent"
+    );
     world.stop().await;
 }
 
@@ -553,7 +597,7 @@ async fn ttl_deletes_finished_resources_and_not_after_sends_nothing() {
             .status,
         "True"
     );
-    assert!(world.applied_posts(101001).is_empty());
+    assert!(world.sent_posts(101001).is_empty());
     world.stop().await;
 }
 

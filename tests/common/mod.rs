@@ -123,13 +123,7 @@ impl World {
     }
 
     pub async fn create(&self, name: &str, spec: serde_json::Value) -> DropletAction {
-        let obj: DropletAction = serde_json::from_value(serde_json::json!({
-            "apiVersion": "droplet-operator.dev/v1alpha1",
-            "kind": "DropletAction",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": spec,
-        }))
-        .expect("valid DropletAction");
+        let obj = droplet_action(name, "default", spec);
         self.api()
             .create(&PostParams::default(), &obj)
             .await
@@ -193,14 +187,44 @@ impl World {
             .collect()
     }
 
-    /// POSTs DigitalOcean applied (initiated an action), per droplet, by type.
-    pub fn applied_posts(&self, droplet: i64) -> Vec<String> {
+    /// Every action POST request sent for `droplet` (applied, refused or failed), by type, in arrival order.
+    pub fn sent_posts(&self, droplet: i64) -> Vec<String> {
+        post_request_types(&self.sim, droplet)
+    }
+
+    /// Actions DigitalOcean started for the operator on `droplet` (one per applied POST; for by-tag POSTs one per
+    /// tagged droplet), by type.
+    pub fn applied_posts_of(&self, droplet: i64) -> Vec<String> {
         self.sim
             .posts_for_droplet(droplet)
             .into_iter()
             .filter(|p| !matches!(p.initiated, do_sim::Initiation::External))
             .map(|p| p.type_)
             .collect()
+    }
+
+    /// The HTTP statuses of the action POST requests for `droplet`, in arrival order.
+    pub fn post_statuses(&self, droplet: i64) -> Vec<u16> {
+        post_requests(&self.sim, droplet)
+            .into_iter()
+            .map(|r| r.status)
+            .collect()
+    }
+
+    /// Asserts that `droplet` got POSTs refused with `refused` (at least one), then exactly one accepted POST and
+    /// nothing after it: retrying a refusal is fine, a second request after an accepted one is a duplicate.
+    pub fn assert_refused_then_one_accepted(&self, droplet: i64, refused: u16) {
+        let statuses = self.post_statuses(droplet);
+        let accepted = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+        assert_eq!(accepted, 1, "droplet {droplet}: POST statuses {statuses:?}");
+        assert!(
+            statuses.last().is_some_and(|s| (200..300).contains(s)),
+            "droplet {droplet}: a POST after the accepted one: {statuses:?}"
+        );
+        assert!(
+            statuses[..statuses.len() - 1].iter().all(|s| *s == refused),
+            "droplet {droplet}: only {refused} refusals before the accepted POST: {statuses:?}"
+        );
     }
 
     pub async fn stop(mut self) {
@@ -243,4 +267,131 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
         recorded.len(),
         "recorded actions that DigitalOcean never started"
     );
+}
+
+/// Whether `tool` is on PATH. A test that needs it calls this first and returns when it is false: in CI
+/// (`CI=true`) a missing tool fails the test instead; elsewhere the test prints `SKIPPED: <test>: <why>`.
+pub fn require_tool(tool: &str) -> bool {
+    on_path(tool) || skip(&format!("{tool} is not installed (not on PATH)"))
+}
+
+/// Whether an executable file named `tool` is in a PATH directory.
+pub fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The first of `tools` on PATH (for example several names of a Lua interpreter), with the same CI rule as
+/// [`require_tool`].
+pub fn require_any_tool<'a>(tools: &[&'a str]) -> Option<&'a str> {
+    let found = tools.iter().copied().find(|t| on_path(t));
+    if found.is_none() {
+        skip(&format!("none of {tools:?} is installed (not on PATH)"));
+    }
+    found
+}
+
+/// Whether the data file `path` exists, with the same CI rule as [`require_tool`].
+pub fn require_file(path: &std::path::Path) -> bool {
+    path.is_file() || skip(&format!("{} is not present", path.display()))
+}
+
+/// In CI: panics with `why`. Elsewhere: prints `SKIPPED: <test>: <why>` and returns false. The test's name is its
+/// thread's name (what the test harness sets; `#[tokio::test]` bodies run on that thread too).
+pub fn skip(why: &str) -> bool {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    if ci {
+        panic!(
+            "{test}: {why}; CI=true, so this is a failure (.ci/run installs what the tests need)"
+        );
+    }
+    // Written straight to the process's stderr, past the test harness's capture, so a plain `cargo test` shows it.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {why}");
+    false
+}
+
+/// Every action POST *request* the simulator received for `droplet` (`POST /v2/droplets/{id}/actions`), whether
+/// DigitalOcean applied it, refused it (422, 429, ...) or failed it. Exactly-once means one of these per attempt,
+/// not merely one applied action.
+pub fn post_requests(sim: &SimHandle, droplet: i64) -> Vec<do_sim::RequestRecord> {
+    let path = format!("/v2/droplets/{droplet}/actions");
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .collect()
+}
+
+/// Every by-tag action POST request (`POST /v2/droplets/actions?tag_name=<tag>`), applied or not.
+pub fn tag_post_requests(sim: &SimHandle, tag: &str) -> Vec<do_sim::RequestRecord> {
+    let q = format!("tag_name={tag}");
+    sim.requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path == "/v2/droplets/actions"
+                && r.query
+                    .as_deref()
+                    .is_some_and(|s| s.split('&').any(|kv| kv == q))
+        })
+        .collect()
+}
+
+/// The action types of [`post_requests`] for `droplet`, in arrival order.
+pub fn post_request_types(sim: &SimHandle, droplet: i64) -> Vec<String> {
+    post_requests(sim, droplet)
+        .into_iter()
+        .map(|r| r.action_type.unwrap_or_default())
+        .collect()
+}
+
+/// A DropletAction object (not yet created) named `name` in `namespace`.
+pub fn droplet_action(name: &str, namespace: &str, spec: serde_json::Value) -> DropletAction {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "droplet-operator.dev/v1alpha1",
+        "kind": "DropletAction",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .expect("valid DropletAction")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`. The timeout is a
+/// generous safety net for a loaded machine, never a performance assertion.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lists the DropletActions of `api` until every one is in a final phase (and there are `count` of them).
+pub async fn wait_all_final(
+    api: &Api<DropletAction>,
+    count: usize,
+    timeout: Duration,
+) -> Vec<DropletAction> {
+    eventually("every DropletAction in a final phase", timeout, || async {
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        (items.len() == count && items.iter().all(|d| d.phase().is_terminal())).then_some(items)
+    })
+    .await
 }
