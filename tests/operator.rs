@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{World, assert_exactly_once, log_buffer};
 use do_sim::{ActionDurations, Faults, SimConfig, TokenSpec};
-use droplet_operator::crd::Phase;
+use droplet_operator::crd::{DropletAction, Phase};
 use droplet_operator::digitalocean::Token;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -638,5 +638,206 @@ async fn many_actions_are_tracked_with_few_calls() {
         "{polls} status calls for 40 actions: {by_path:?}"
     );
     assert!(requests.iter().any(|r| r.path == "/v2/actions"));
+    world.stop().await;
+}
+
+/// The event reasons README.md lists under "Events (reasons)", read from the README itself so the list and this
+/// test cannot drift apart.
+fn documented_event_reasons() -> Vec<String> {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("Events (reasons):")
+        .expect("README lists event reasons")
+        + "Events (reasons):".len();
+    let end = start + readme[start..].find("\n\n").expect("end of the list");
+    readme[start..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every event reason the README documents is published as a Kubernetes Event by a real run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_event_reason_is_published() {
+    let mut cfg = fast();
+    cfg.action_durations = ActionDurations::uniform(Duration::from_millis(200))
+        .with("rebuild", Duration::from_secs(2))
+        .with("snapshot", Duration::from_secs(30));
+    cfg.faults = Faults {
+        drop_after_apply_next: 1,
+        errored_droplets: vec![101003],
+        errored_types: vec!["shutdown".into()],
+        ..Faults::default()
+    };
+    let world = World::start(cfg).await;
+    // Adopted: the first applied POST loses its response.
+    world
+        .create("lost", json!({"type": "reboot", "dropletId": 101001}))
+        .await;
+    world.wait_phase("lost", Phase::Succeeded, T).await;
+    world.sim.start_external_action(101007, "rebuild");
+    let specs = [
+        ("ok", json!({"type": "reboot", "dropletId": 101002})),
+        ("first", json!({"type": "power_cycle", "dropletId": 101012})),
+        ("second", json!({"type": "reboot", "dropletId": 101012})),
+        ("busy", json!({"type": "reboot", "dropletId": 101007})),
+        (
+            "errored",
+            json!({"type": "reboot", "dropletId": 101003, "backoffLimit": 1}),
+        ),
+        (
+            "fallback",
+            json!({"type": "shutdown", "dropletId": 101008, "powerOffAfterSeconds": 30}),
+        ),
+        ("missing", json!({"type": "reboot", "dropletId": 999999})),
+        (
+            "deadline",
+            json!({"type": "snapshot", "dropletId": 101005, "deadlineSeconds": 1}),
+        ),
+        (
+            "too-late",
+            json!({"type": "reboot", "dropletId": 101004, "notAfter": "2001-01-01T00:00:00Z"}),
+        ),
+        (
+            "no-tag",
+            json!({"type": "power_cycle", "tagName": "no-such-tag"}),
+        ),
+        (
+            "no-secret",
+            json!({"type": "reboot", "dropletId": 101006, "tokenSecretRef": {"name": "absent"}}),
+        ),
+    ];
+    for (name, spec) in &specs {
+        world.create(name, spec.clone()).await;
+    }
+    for (name, _) in specs.iter().filter(|(n, _)| *n != "no-secret") {
+        world.wait_for(name, T, |d| d.phase().is_terminal()).await;
+    }
+    let documented = documented_event_reasons();
+    assert!(documented.len() >= 12, "{documented:?}");
+    let seen = common::eventually("every documented reason as an Event", T, || async {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(world.client.clone(), "default");
+        let seen: std::collections::BTreeSet<String> = api
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        documented.iter().all(|r| seen.contains(r)).then_some(seen)
+    })
+    .await;
+    assert!(
+        seen.contains("Adopted") && seen.contains("TokenNotFound"),
+        "{seen:?}"
+    );
+    world.stop().await;
+}
+
+/// `tokenSecretRef` names a Secret in the DropletAction's own namespace: two namespaces with a Secret of the same
+/// name use their own tokens, and a Secret of another namespace is never used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_secret_refs_resolve_in_the_resources_own_namespace() {
+    let full = "dop_v1_a000000000000000000000000000000000000000000000000000000000000aa1";
+    let read_only = "dop_v1_b000000000000000000000000000000000000000000000000000000000000bb2";
+    let mut cfg = fast();
+    cfg.tokens = vec![
+        TokenSpec::full(full),
+        TokenSpec::scoped(read_only, &["droplet:read", "actions:read"]),
+    ];
+    // No default token: every resource must find its own.
+    let world = World::start_with_token(cfg, None).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(world.client.clone());
+    for ns in ["team-a", "team-b"] {
+        let n = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
+        namespaces.create(&PostParams::default(), &n).await.unwrap();
+    }
+    for (ns, name, token) in [
+        ("team-a", "do-token", full),
+        ("team-b", "do-token", read_only),
+        ("team-a", "a-only", full),
+    ] {
+        let s: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"token": token},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(world.client.clone(), ns)
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+    let a: Api<DropletAction> = Api::namespaced(world.client.clone(), "team-a");
+    let b: Api<DropletAction> = Api::namespaced(world.client.clone(), "team-b");
+    let create = |api: Api<DropletAction>, ns: &'static str, name: &'static str, spec| async move {
+        api.create(
+            &PostParams::default(),
+            &common::droplet_action(name, ns, spec),
+        )
+        .await
+        .unwrap();
+    };
+    create(
+        a.clone(),
+        "team-a",
+        "reboot",
+        json!({"type": "reboot", "dropletId": 101001, "tokenSecretRef": {"name": "do-token"}}),
+    )
+    .await;
+    create(
+        b.clone(),
+        "team-b",
+        "reboot",
+        json!({"type": "reboot", "dropletId": 101002, "tokenSecretRef": {"name": "do-token"}}),
+    )
+    .await;
+    create(
+        b.clone(),
+        "team-b",
+        "borrow",
+        json!({"type": "reboot", "dropletId": 101003, "tokenSecretRef": {"name": "a-only"}}),
+    )
+    .await;
+
+    let wait = |api: Api<DropletAction>, name: &'static str, pred: fn(&DropletAction) -> bool| async move {
+        common::eventually(name, T, || {
+            let api = api.clone();
+            async move { api.get(name).await.ok().filter(pred) }
+        })
+        .await
+    };
+    wait(a.clone(), "reboot", |d| d.phase() == Phase::Succeeded).await;
+    let da = wait(b.clone(), "reboot", |d| d.phase() == Phase::Failed).await;
+    let le = da.status.unwrap().last_error.unwrap();
+    assert_eq!(
+        (le.http_status, le.reason.as_deref()),
+        (Some(403), Some("Forbidden")),
+        "team-b used its own (read-only) token, not team-a's"
+    );
+    let da = wait(b.clone(), "borrow", |d| {
+        d.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("TokenNotFound")
+    })
+    .await;
+    assert!(
+        da.status
+            .unwrap()
+            .message
+            .unwrap()
+            .contains("team-b/a-only"),
+        "looked for the Secret in its own namespace"
+    );
+    assert_eq!(world.sent_posts(101001), vec!["reboot"]);
+    assert!(
+        world.sent_posts(101003).is_empty(),
+        "nothing sent without its own token"
+    );
     world.stop().await;
 }
