@@ -841,3 +841,44 @@ async fn token_secret_refs_resolve_in_the_resources_own_namespace() {
     );
     world.stop().await;
 }
+
+/// More work than 220 requests in a minute: the operator keeps to its budget of 220 requests in any 60 s at
+/// DigitalOcean (measured at the simulator, by arrival time) and never meets a 429, so DigitalOcean's own limit
+/// (250/min) stays free for other clients of the token. Takes a little over a minute of wall time by nature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_work_than_the_rate_budget_stays_under_220_a_minute_without_429() {
+    const N: i64 = 240;
+    let mut cfg = SimConfig::fast(0.02);
+    cfg.generated_droplets = N as u32;
+    cfg.action_durations = ActionDurations::uniform(Duration::from_millis(200));
+    cfg.rate_limit_per_minute = Some(250);
+    cfg.rate_limit_per_hour = Some(5000);
+    let world = World::start(cfg).await;
+    for i in 1..=N {
+        world
+            .create(
+                &format!("r{i}"),
+                json!({"type": "reboot", "dropletId": 200000 + i}),
+            )
+            .await;
+    }
+    let items = common::wait_all_final(&world.api(), N as usize, Duration::from_secs(300)).await;
+    assert!(items.iter().all(|d| d.phase() == Phase::Succeeded));
+    let log = world.sim.requests();
+    assert!(
+        log.len() > 220,
+        "the work needed more than one minute's budget: {}",
+        log.len()
+    );
+    let busiest = world.sim.max_requests_in_window(Duration::from_secs(60));
+    assert!(
+        busiest <= 220,
+        "{busiest} requests arrived within one 60 s window"
+    );
+    let limited: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
+    assert!(limited.is_empty(), "429s: {limited:#?}");
+    for i in 1..=N {
+        assert_eq!(world.sent_posts(200000 + i), vec!["reboot"]);
+    }
+    world.stop().await;
+}
