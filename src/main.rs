@@ -107,7 +107,9 @@ struct RunArgs {
         default_value = "https://api.digitalocean.com"
     )]
     do_api_url: url::Url,
-    /// File holding the default DigitalOcean token (used by DropletActions without spec.tokenSecretRef).
+    /// File holding the default DigitalOcean token (used by DropletActions without spec.tokenSecretRef), read
+    /// once at start; a missing or empty file is an error. Without it: the DIGITALOCEAN_TOKEN variable (empty or
+    /// unset: no default token).
     #[arg(long, env = "DIGITALOCEAN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Namespace to watch; repeat for several. Default: all namespaces.

@@ -4,47 +4,22 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{assert_exactly_once, droplet_action, post_requests, servers, wait_all_final};
+use common::{ProcessWorld, assert_exactly_once, droplet_action, post_requests, wait_all_final};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};
-use droplet_operator::crd::{DropletAction, Phase};
+use droplet_operator::crd::Phase;
+use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, ResourceExt};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const TRIALS: usize = 50;
 const PER_TRIAL: usize = 2;
 
-fn spawn_operator(kubeconfig: &std::path::Path, do_url: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args([
-            "run",
-            "--do-api-url",
-            do_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--do-timeout-seconds",
-            "1",
-            "--poll-scale",
-            "0.05",
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-        .env("RUST_LOG", "droplet_operator=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn operator")
+fn spawn_operator(w: &ProcessWorld) -> Child {
+    w.spawn(0, &["--log-format", "json"], &[])
 }
 
 fn kill(mut child: Child) {
@@ -64,13 +39,9 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         seed: Some(7),
         ..Faults::default()
     };
-    let (sim, emu) = servers(cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let log = dir.path().join("operator.log");
-    let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
-    let do_url = sim.url().to_string();
+    let w = ProcessWorld::start(cfg).await;
+    let sim = &w.sim;
+    let api = w.api();
     let types = [
         "reboot",
         "power_cycle",
@@ -93,7 +64,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
                 .await
                 .expect("create");
         }
-        let child = spawn_operator(&kubeconfig, &do_url, &log);
+        let child = spawn_operator(&w);
         let alive = Duration::from_millis(rng.random_range(30..700));
         tokio::time::sleep(alive).await;
         kill(child);
@@ -122,7 +93,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
                 .is_some_and(|s| s.pending_initiation.is_some() && s.actions.is_empty())
         })
         .filter_map(|d| d.spec.droplet_id)
-        .filter(|id| post_requests(&sim, *id).is_empty())
+        .filter(|id| post_requests(sim, *id).is_empty())
         .collect();
     eprintln!(
         "killed operators started {started_before} actions and left {open_intents} intents without recorded IDs, \
@@ -135,7 +106,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
     );
 
     // A last operator finishes everything the killed ones left behind.
-    let child = spawn_operator(&kubeconfig, &do_url, &log);
+    let child = spawn_operator(&w);
     let items = wait_all_final(&api, TRIALS * PER_TRIAL, Duration::from_secs(180)).await;
     kill(child);
 
@@ -151,7 +122,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         );
         let droplet = da.spec.droplet_id.unwrap();
         // POST requests, not only applied ones: a duplicate DigitalOcean refused would count too.
-        let posts = post_requests(&sim, droplet);
+        let posts = post_requests(sim, droplet);
         assert_eq!(
             posts.len(),
             1,
@@ -161,7 +132,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         );
         assert_eq!(da.status.as_ref().unwrap().actions.len(), 1);
     }
-    assert_exactly_once(&items, &sim);
+    assert_exactly_once(&items, sim);
 
     // The runs really exercised the hard cases: responses lost after DigitalOcean applied the POST.
     let dropped = sim
@@ -174,7 +145,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         })
         .count();
     assert!(dropped > 0, "no response was dropped");
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = w.logs();
     let adoptions = logs.matches("\"adopted\"").count();
     eprintln!("{adoptions} adoptions, {dropped} dropped responses");
     assert!(adoptions > 0, "no action was adopted");
@@ -182,8 +153,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         !logs.contains(DEFAULT_SIM_TOKEN),
         "the token must never be logged"
     );
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
 }
 
 /// What a process killed right after recording its intent leaves behind: `status.pendingInitiation` and no request
@@ -193,12 +163,9 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
 async fn intent_recorded_nothing_sent_is_sent_once_after_the_grace() {
     let mut cfg = SimConfig::fast(1.0);
     cfg.action_durations = ActionDurations::uniform(Duration::from_millis(300));
-    let (sim, emu) = servers(cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let log = dir.path().join("operator.log");
-    let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
+    let w = ProcessWorld::start(cfg).await;
+    let sim = &w.sim;
+    let api = w.api();
     let droplet = 101002;
     api.create(
         &PostParams::default(),
@@ -228,11 +195,11 @@ async fn intent_recorded_nothing_sent_is_sent_once_after_the_grace() {
     .await
     .unwrap();
 
-    let child = spawn_operator(&kubeconfig, sim.url().as_str(), &log);
+    let child = spawn_operator(&w);
     let items = wait_all_final(&api, 1, Duration::from_secs(60)).await;
     kill(child);
     assert_eq!(items[0].phase(), Phase::Succeeded, "{:#?}", items[0].status);
-    let posts = post_requests(&sim, droplet);
+    let posts = post_requests(sim, droplet);
     assert_eq!(posts.len(), 1, "exactly one POST request: {posts:#?}");
     let st = items[0].status.as_ref().unwrap();
     assert!(st.pending_initiation.is_none(), "the intent is closed");
@@ -259,6 +226,5 @@ async fn intent_recorded_nothing_sent_is_sent_once_after_the_grace() {
         "no adoption lookup before re-sending: {:#?}",
         sim.requests()
     );
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
 }

@@ -629,7 +629,8 @@ fn base_deployment_wiring_matches_the_binary() {
             flag.starts_with("--")
                 && help.lines().any(|l| l
                     .split_whitespace()
-                    .any(|w| w.trim_end_matches(',') == flag)),
+                    // `--leader-elect[=<LEADER_ELECT>]`: a flag with an optional value.
+                    .any(|w| w.trim_end_matches(',').split('[').next() == Some(flag))),
             "{flag} is not a flag of `droplet-operator run`"
         );
     }
@@ -1028,6 +1029,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "droplet_operator_action_duration_seconds",
     "droplet_operator_digitalocean_requests",
     "droplet_operator_digitalocean_rate_budget_remaining",
+    "droplet_operator_leader",
 ];
 
 /// A sandbox (emulated Kubernetes API + simulated DigitalOcean) with `droplet-operator run` started against it.
@@ -1104,18 +1106,6 @@ where
         addr,
         _operator: operator,
         _state: state,
-    }
-}
-
-/// Waits up to `secs` for `cond`, polling every 100 ms.
-async fn eventually(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after {secs} s: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -1198,17 +1188,18 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
     })
     .await;
     let emu = &running.sandbox.kube;
-    eventually(
-        30,
+    common::eventually(
         "both DropletActions finished and were deleted",
-        async || {
-            emu.requests()
+        std::time::Duration::from_secs(60),
+        || {
+            let deleted = emu
+                .requests()
                 .iter()
                 .filter(|r| {
                     r.method == "DELETE" && r.path.contains("/dropletactions/") && r.status < 300
                 })
-                .count()
-                == 2
+                .count();
+            async move { (deleted == 2).then_some(()) }
         },
     )
     .await;
@@ -1302,11 +1293,16 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
 async fn readyz_turns_ready_once_caches_synced() {
     let running = run_operator(|_, _| async {}).await;
     let addr = running.addr;
-    eventually(15, "/readyz answers 200", async || {
-        http_get(addr, "/readyz")
-            .await
-            .is_some_and(|(code, _)| code == 200)
-    })
+    common::eventually(
+        "/readyz answers 200",
+        std::time::Duration::from_secs(60),
+        || async move {
+            http_get(addr, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+                .then_some(())
+        },
+    )
     .await;
     running.sandbox.stop().await;
 }

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    assert_exactly_once, droplet_action, eventually, post_requests, servers, wait_all_final,
+    ProcessWorld, assert_exactly_once, droplet_action, eventually, post_requests, wait_all_final,
 };
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
@@ -26,54 +25,6 @@ fn free_port() -> u16 {
 
 /// Generous: these wait on conditions, never measure speed.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn spawn(
-    kubeconfig: &std::path::Path,
-    do_url: &str,
-    port: u16,
-    extra: &[&str],
-    log: &std::path::Path,
-) -> Child {
-    spawn_with_env(kubeconfig, do_url, port, extra, log, &[])
-}
-
-fn spawn_with_env(
-    kubeconfig: &std::path::Path,
-    do_url: &str,
-    port: u16,
-    extra: &[&str],
-    log: &std::path::Path,
-    env: &[(&str, &str)],
-) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let metrics = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "run",
-        "--do-api-url",
-        do_url,
-        "--metrics-addr",
-        &metrics,
-        "--do-timeout-seconds",
-        "1",
-        "--poll-scale",
-        "0.05",
-    ];
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args(&args)
-        .envs(env.iter().copied())
-        .env("KUBECONFIG", kubeconfig)
-        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-        .env("RUST_LOG", "droplet_operator=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
-}
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
@@ -124,12 +75,8 @@ async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
     let mut cfg = SimConfig::fast(1.0);
     cfg.generated_droplets = 20;
     cfg.action_durations = ActionDurations::uniform(Duration::from_millis(1500));
-    let (sim, emu) = servers(cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let log = dir.path().join("ops.log");
-    let do_url = sim.url().to_string();
+    let w = ProcessWorld::start(cfg).await;
+    let (sim, emu) = (&w.sim, &w.emu);
     let (port_a, port_b) = (free_port(), free_port());
     let le = [
         "--lease-duration-seconds",
@@ -137,20 +84,14 @@ async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
         "--leader-election-namespace",
         "default",
     ];
-    let a = spawn_with_env(
-        &kubeconfig,
-        &do_url,
+    let a = w.spawn(
         port_a,
         &[&le[..], &["--leader-elect", "--instance", "op-a"]].concat(),
-        &log,
         &[],
     );
-    let b = spawn_with_env(
-        &kubeconfig,
-        &do_url,
+    let b = w.spawn(
         port_b,
         &[&le[..], &["--instance", "op-b"]].concat(),
-        &log,
         &[("LEADER_ELECT", "1")],
     );
 
@@ -213,7 +154,7 @@ async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
         "{items:#?}"
     );
     for i in 1..=20 {
-        let posts = post_requests(&sim, 200000 + i);
+        let posts = post_requests(sim, 200000 + i);
         assert_eq!(
             posts.len(),
             1,
@@ -222,33 +163,23 @@ async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
             posts.len()
         );
     }
-    assert_exactly_once(&items, &sim);
-    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_exactly_once(&items, sim);
+    let logs = w.logs();
     assert!(logs.contains("became the leader"), "{logs}");
     assert!(logs.contains("standby ready"), "{logs}");
     let mut standby = standby;
     standby.kill().unwrap();
     standby.wait().unwrap();
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_readiness_and_graceful_shutdown() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (sim, emu) = servers(SimConfig::fast(0.02)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
+    let w = ProcessWorld::start(SimConfig::fast(0.02)).await;
+    let emu = &w.emu;
     let port = free_port();
-    let log = dir.path().join("op.log");
-    let mut child = spawn(
-        &kubeconfig,
-        sim.url().as_str(),
-        port,
-        &["--log-format", "json"],
-        &log,
-    );
+    let mut child = w.spawn(port, &["--log-format", "json"], &[]);
 
     eventually("ready", WAIT, || ready(port)).await;
     assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
@@ -301,7 +232,7 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
     })
     .await;
     assert!(status.success(), "exit status {status:?}");
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = w.logs();
     assert!(
         logs.lines()
             .filter(|l| !l.trim().is_empty())
@@ -317,6 +248,5 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         "reconcile spans carry the DigitalOcean action ID once known"
     );
     assert!(!logs.contains(DEFAULT_SIM_TOKEN));
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
 }

@@ -493,8 +493,9 @@ async fn permanent_errors_fail_with_digitaloceans_words_and_the_token_never_leak
     );
     world.wait_phase("fine", Phase::Succeeded, T).await;
 
-    // Permanent errors are not retried.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Permanent errors are not retried: once every resource is final (a final phase is never re-initiated), the
+    // 401 was answered to exactly one POST.
+    world.wait_all_terminal(T).await;
     let posts_401 = world
         .sim
         .requests()
@@ -581,11 +582,16 @@ async fn ttl_deletes_finished_resources_and_not_after_sends_nothing() {
         )
         .await;
     world.wait_phase("short-lived", Phase::Succeeded, T).await;
-    let start = std::time::Instant::now();
-    while world.api().get_opt("short-lived").await.unwrap().is_some() {
-        assert!(start.elapsed() < T, "not deleted after its TTL");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually("deleted after its TTL", T, || async {
+        world
+            .api()
+            .get_opt("short-lived")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
     let da = world.wait_phase("too-late", Phase::Expired, T).await;
     assert_eq!(
         da.status

@@ -328,7 +328,11 @@ mod tests {
             after > before + Duration::from_millis(30),
             "{before:?} -> {after:?}"
         );
-        assert_eq!(b.snapshot("fp").remaining_minute, 0, "still two in the window");
+        assert_eq!(
+            b.snapshot("fp").remaining_minute,
+            0,
+            "still two in the window"
+        );
     }
 
     #[test]

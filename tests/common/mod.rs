@@ -157,20 +157,17 @@ impl World {
         self.wait_for(name, timeout, |d| d.phase() == phase).await
     }
 
+    /// Waits until every DropletAction in `default` is in a final phase.
     pub async fn wait_all_terminal(&self, timeout: Duration) -> Vec<DropletAction> {
-        let start = Instant::now();
-        loop {
-            let items = self
-                .api()
-                .list(&ListParams::default())
-                .await
-                .expect("list")
-                .items;
-            if items.iter().all(|d| d.phase().is_terminal()) || start.elapsed() > timeout {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let api = self.api();
+        eventually("every DropletAction in a final phase", timeout, || async {
+            let items = api.list(&ListParams::default()).await.ok()?.items;
+            items
+                .iter()
+                .all(|d| d.phase().is_terminal())
+                .then_some(items)
+        })
+        .await
     }
 
     /// Events recorded about `name` (events.k8s.io/v1), as (reason, note).
@@ -394,4 +391,82 @@ pub async fn wait_all_final(
         (items.len() == count && items.iter().all(|d| d.phase().is_terminal())).then_some(items)
     })
     .await
+}
+
+/// The servers on loopback plus a temporary directory holding a kubeconfig for them and a log file, for tests
+/// that run `droplet-operator run` as a child process.
+pub struct ProcessWorld {
+    pub sim: SimHandle,
+    pub emu: EmuHandle,
+    pub kubeconfig: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessWorld {
+    pub async fn start(sim_config: SimConfig) -> ProcessWorld {
+        let (sim, emu) = servers(sim_config).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig, "default")
+            .expect("kubeconfig");
+        ProcessWorld {
+            sim,
+            emu,
+            kubeconfig,
+            log: dir.path().join("operator.log"),
+            _dir: dir,
+        }
+    }
+
+    pub fn api(&self) -> Api<DropletAction> {
+        Api::namespaced(self.emu.client(), "default")
+    }
+
+    /// Starts `droplet-operator run` against the servers with the simulator's token, a 1 s request timeout and
+    /// the test poll scale, appending its stderr to `self.log`; `metrics_port` 0 picks a free port.
+    pub fn spawn(
+        &self,
+        metrics_port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let do_url = self.sim.url().to_string();
+        std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
+            .args([
+                "run",
+                "--do-api-url",
+                &do_url,
+                "--metrics-addr",
+                &metrics,
+                "--do-timeout-seconds",
+                "1",
+                "--poll-scale",
+                "0.05",
+            ])
+            .args(extra)
+            .envs(env.iter().copied())
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
+            .env("RUST_LOG", "droplet_operator=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("spawn droplet-operator")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn shutdown(&self) {
+        self.emu.shutdown();
+        self.sim.shutdown();
+    }
 }
