@@ -67,21 +67,6 @@ pub enum Error {
     LostLease,
 }
 
-impl Error {
-    /// Stable, low-cardinality name of the variant.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::TokenFile { .. } => "TokenFile",
-            Error::EmptyTokenFile { .. } => "EmptyTokenFile",
-            Error::DoClient(_) => "DoClient",
-            Error::MetricsAddr { .. } => "MetricsAddr",
-            Error::Lease { .. } => "Lease",
-            Error::LeaderElectionStopped => "LeaderElectionStopped",
-            Error::LostLease => "LostLease",
-        }
-    }
-}
-
 /// Settings of the operator process.
 #[derive(Clone, Debug)]
 pub struct OperatorConfig {

@@ -250,3 +250,42 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
     assert!(!logs.contains(DEFAULT_SIM_TOKEN));
     w.shutdown();
 }
+
+/// Start-up errors name the flag and the fix and exit 1; an empty token file is an error, an empty
+/// DIGITALOCEAN_TOKEN is not (it means no default token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_errors_name_the_flag() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = ProcessWorld::start(SimConfig::fast(0.02)).await;
+    let empty = w.log.with_file_name("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_string_lossy().into_owned();
+    let exit = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut child = w.spawn(0, extra, env);
+        let status = child.wait().unwrap();
+        (status.code(), w.logs())
+    };
+    let (code, logs) = exit(&["--token-file", &empty], &[]);
+    assert_eq!(code, Some(1), "{logs}");
+    assert!(
+        logs.contains("--token-file") && logs.contains("is empty"),
+        "{logs}"
+    );
+    let (code, logs) = exit(&["--poll-scale", "0"], &[]);
+    assert_eq!(code, Some(2), "clap refuses it: {logs}");
+    assert!(logs.contains("--poll-scale"), "{logs}");
+    let (code, logs) = exit(&[], &[("LEADER_ELECT", "maybe")]);
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(
+        logs.contains("LEADER_ELECT") || logs.contains("leader-elect"),
+        "{logs}"
+    );
+
+    // An empty variable is no default token: the operator runs and becomes ready.
+    let port = free_port();
+    let mut child = w.spawn(port, &[], &[("DIGITALOCEAN_TOKEN", "")]);
+    eventually("ready without a default token", WAIT, || ready(port)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.shutdown();
+}

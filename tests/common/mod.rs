@@ -451,10 +451,11 @@ impl ProcessWorld {
                 "0.05",
             ])
             .args(extra)
-            .envs(env.iter().copied())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
             .env("RUST_LOG", "droplet_operator=info")
+            // Last, so a test can override the defaults above.
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::from(log))
             .spawn()
