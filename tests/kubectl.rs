@@ -90,15 +90,20 @@ struct Kubectl {
 
 impl Kubectl {
     async fn start() -> Option<Self> {
+        Self::start_with(EmuConfig {
+            crds: vec![Widget::crd()],
+            admission: Arc::new(NoBadWidgets),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// kubectl against an emulator serving `cfg`; `None` (after `common::require_tool`) without kubectl.
+    async fn start_with(cfg: EmuConfig) -> Option<Self> {
         if !common::require_tool("kubectl") {
             return None;
         }
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cfg = EmuConfig {
-            crds: vec![Widget::crd()],
-            admission: Arc::new(NoBadWidgets),
-            ..Default::default()
-        };
         let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -510,26 +515,19 @@ impl Admission for DropletActionAdmission {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropletaction_crd_with_kubectl() {
-    if !common::require_tool("kubectl") {
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let crd = droplet_operator::crd::definition();
     let admission = DropletActionAdmission(
         kube_emu::validation::SchemaValidator::for_crd(&crd).expect("schema"),
     );
-    let cfg = EmuConfig {
+    let Some(k) = Kubectl::start_with(EmuConfig {
         crds: vec![crd],
         admission: Arc::new(admission),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    emu.write_kubeconfig(&dir.path().join("kubeconfig"), "default")
-        .unwrap();
-    let k = Kubectl { emu, dir };
 
     // Re-applying the installed CRD (what the README does on a real cluster) is harmless.
     let crd_yaml = k.file("crd.yaml", &droplet_operator::crd::crd_yaml());

@@ -783,36 +783,21 @@ async fn token_secret_refs_resolve_in_the_resources_own_namespace() {
     }
     let a: Api<DropletAction> = Api::namespaced(world.client.clone(), "team-a");
     let b: Api<DropletAction> = Api::namespaced(world.client.clone(), "team-b");
-    let create = |api: Api<DropletAction>, ns: &'static str, name: &'static str, spec| async move {
-        api.create(
-            &PostParams::default(),
-            &common::droplet_action(name, ns, spec),
-        )
-        .await
-        .unwrap();
-    };
-    create(
-        a.clone(),
-        "team-a",
-        "reboot",
-        json!({"type": "reboot", "dropletId": 101001, "tokenSecretRef": {"name": "do-token"}}),
-    )
-    .await;
-    create(
-        b.clone(),
-        "team-b",
-        "reboot",
-        json!({"type": "reboot", "dropletId": 101002, "tokenSecretRef": {"name": "do-token"}}),
-    )
-    .await;
-    create(
-        b.clone(),
-        "team-b",
-        "borrow",
-        json!({"type": "reboot", "dropletId": 101003, "tokenSecretRef": {"name": "a-only"}}),
-    )
-    .await;
-
+    for (ns, name, droplet, secret) in [
+        ("team-a", "reboot", 101001, "do-token"),
+        ("team-b", "reboot", 101002, "do-token"),
+        ("team-b", "borrow", 101003, "a-only"),
+    ] {
+        let spec =
+            json!({"type": "reboot", "dropletId": droplet, "tokenSecretRef": {"name": secret}});
+        Api::<DropletAction>::namespaced(world.client.clone(), ns)
+            .create(
+                &PostParams::default(),
+                &common::droplet_action(name, ns, spec),
+            )
+            .await
+            .unwrap();
+    }
     let wait = |api: Api<DropletAction>, name: &'static str, pred: fn(&DropletAction) -> bool| async move {
         common::eventually(name, T, || {
             let api = api.clone();
