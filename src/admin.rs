@@ -1,5 +1,6 @@
-//! The admin HTTP server: `/metrics` (Prometheus text), `/healthz` (the process runs) and `/readyz` (the
-//! DropletAction caches have synced).
+//! The admin HTTP server: `/metrics` (OpenMetrics text), `/healthz` (the process runs) and `/readyz` (this instance
+//! can serve: the DropletAction caches have synced, or, on a leader-election standby, DropletActions can be listed).
+//! Readiness says nothing about leadership: a standby is Ready; the `droplet_operator_leader` gauge tells them apart.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +38,10 @@ async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     if *s.ready.borrow() {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: DropletActions not listed yet (see the logs)",
+        )
     }
 }
 

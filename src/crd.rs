@@ -417,7 +417,8 @@ pub struct DropletActionStatus {
     pub message: Option<String>,
 
     /// Machine-readable reason for the current phase (for example WaitingForDroplet, DropletBusy,
-    /// TokenNotFound, DeadlineExceeded, ActionErrored, Completed).
+    /// TokenNotFound, Running, Succeeded, DeadlineExceeded, ActionErrored, NotAfterPassed, or DigitalOcean's error
+    /// category such as Forbidden for a Failed resource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 
@@ -533,7 +534,7 @@ pub struct LastError {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// Stable error category (Unauthorized, Forbidden, NotFound, DropletBusy, Invalid, RateLimited,
-    /// ServerError, Transport).
+    /// ServerError, Transport, Decode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// When the error happened.
@@ -552,7 +553,9 @@ pub struct PendingInitiation {
     pub type_: String,
     /// When the controller decided to send the request (before sending it).
     pub requested_at: Time,
-    /// True once the request may have reached DigitalOcean (it was sent, or the outcome is unknown).
+    /// True after an ambiguous outcome (timeout, dropped connection, 5xx): the request may have been applied.
+    /// False does not prove it was not sent (a crash right after sending leaves it false); either way the
+    /// controller looks for the action before sending again.
     #[serde(default)]
     pub sent: bool,
     /// The droplets the request may act on (for tagName: the droplets that had the tag).

@@ -285,7 +285,7 @@ pub async fn run(
 ) -> Result<bool, String> {
     let examples = load_examples(examples_dir)?;
     let others = load_other_manifests(examples_dir)?;
-    let sandbox = Sandbox::start(opts).await?;
+    let sandbox = Sandbox::start(opts).await.map_err(|e| e.to_string())?;
     println!("Kubernetes API emulator:      {}", sandbox.kube.url());
     println!("DigitalOcean API (simulated): {}", sandbox.do_api_url);
     if let Some(log) = &output.log_file {

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand};
 #[cfg(feature = "sandbox")]
 use do_sim::Faults;
 use droplet_operator::digitalocean::Token;
@@ -110,13 +111,16 @@ struct RunArgs {
         default_value = "https://api.digitalocean.com"
     )]
     do_api_url: url::Url,
-    /// File holding the default DigitalOcean token (used by DropletActions without spec.tokenSecretRef).
+    /// File holding the default DigitalOcean token (used by DropletActions without spec.tokenSecretRef), read
+    /// once at start; a missing or empty file is an error. Without it: the DIGITALOCEAN_TOKEN variable (empty or
+    /// unset: no default token).
     #[arg(long, env = "DIGITALOCEAN_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Namespace to watch; repeat for several. Default: all namespaces.
     #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
-    /// Reconciles running at once.
+    /// Reconciles running at once, per watched namespace: each --namespace gets its own controller with this
+    /// limit (all namespaces: one controller). Values below 1 mean 1.
     #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
     concurrency: u16,
     /// Address of the /metrics, /healthz and /readyz server.
@@ -128,16 +132,30 @@ struct RunArgs {
     /// Timeout of one DigitalOcean request, in seconds.
     #[arg(long, env = "DO_TIMEOUT_SECONDS", default_value_t = 30)]
     do_timeout_seconds: u64,
-    /// Multiply poll intervals and waits by this factor (for fast simulators; keep 1 against DigitalOcean).
-    #[arg(long, env = "POLL_SCALE", default_value_t = 1.0, hide = true)]
+    /// Testing only: multiply every poll interval, backoff and wait by this factor (> 0). Tests and the sandbox
+    /// use less than 1 against the fast simulator; keep 1 against DigitalOcean (smaller values poll more often and
+    /// spend the rate budget faster; the 220/min budget itself does not change).
+    #[arg(long, env = "POLL_SCALE", default_value_t = 1.0, value_parser = parse_poll_scale)]
     poll_scale: f64,
     /// Name of this instance for events and leader election (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
-    /// Reconcile only while holding a Lease, so several replicas can run with one active.
-    #[arg(long, env = "LEADER_ELECT")]
+    /// Reconcile only while holding a Lease, so several replicas can run with one active (the others are Ready
+    /// standbys). Losing the Lease exits the process. `--leader-elect`, `--leader-elect=true|false`, or
+    /// LEADER_ELECT=1/true/yes/on (0/false/no/off: off).
+    #[arg(
+        long,
+        env = "LEADER_ELECT",
+        action = ArgAction::Set,
+        value_parser = BoolishValueParser::new(),
+        num_args = 0..=1,
+        require_equals = true,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
     leader_elect: bool,
-    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    /// Namespace of the leader-election Lease: POD_NAMESPACE when set (the Deployment sets it to the pod's
+    /// namespace from the downward API), else `default`.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// Name of the leader-election Lease.
@@ -152,6 +170,32 @@ struct RunArgs {
     lease_duration_seconds: u64,
 }
 
+fn parse_poll_scale(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number (1 = DigitalOcean's pace)"
+        )),
+    }
+}
+
+/// Why a subcommand failed. Printed as `error: <message>`; the exit code is 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Operator(#[from] operator::Error),
+    #[error("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {0}")]
+    Kube(#[source] kube::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[cfg(feature = "sandbox")]
+    #[error(transparent)]
+    Sandbox(#[from] droplet_operator::sandbox::Error),
+    #[cfg(feature = "sandbox")]
+    #[error("{0}")]
+    Demo(String),
+}
+
 /// Host name plus process id: unique per process when no pod name is given.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -160,9 +204,11 @@ fn default_identity() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn default_token(args: &RunArgs) -> Result<Option<Token>, String> {
+/// The default token: --token-file (an empty file is an error), else DIGITALOCEAN_TOKEN (empty or unset: no default
+/// token; DropletActions then need spec.tokenSecretRef).
+fn default_token(args: &RunArgs) -> Result<Option<Token>, CliError> {
     if let Some(path) = &args.token_file {
-        return operator::read_token_file(path).map(Some);
+        return Ok(Some(operator::read_token_file(path)?));
     }
     // Read the env var here rather than through clap so the token never shows up in --help or errors.
     Ok(std::env::var("DIGITALOCEAN_TOKEN")
@@ -171,12 +217,10 @@ fn default_token(args: &RunArgs) -> Result<Option<Token>, String> {
         .map(Token::new))
 }
 
-async fn run(args: RunArgs) -> Result<(), String> {
+async fn run(args: RunArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
     let default_token = default_token(&args)?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach Kubernetes (KUBECONFIG or in-cluster config): {e}"))?;
+    let client = kube::Client::try_default().await.map_err(CliError::Kube)?;
     let cfg = OperatorConfig {
         do_api_url: args.do_api_url,
         default_token,
@@ -193,11 +237,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }),
         instance: args.instance,
     };
-    operator::run(client, cfg, operator::shutdown_signal()).await
+    Ok(operator::run(client, cfg, operator::shutdown_signal()).await?)
 }
 
 #[cfg(feature = "sandbox")]
-async fn sandbox(args: SandboxArgs) -> Result<(), String> {
+async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
     telemetry::init(args.log_format);
     let do_token = if args.do_api_url.is_some() {
         std::env::var("DIGITALOCEAN_TOKEN")
@@ -243,13 +287,13 @@ async fn sandbox(args: SandboxArgs) -> Result<(), String> {
 }
 
 #[cfg(feature = "sandbox")]
-async fn demo(args: DemoArgs) -> Result<bool, String> {
+async fn demo(args: DemoArgs) -> Result<bool, CliError> {
     let log_file = if args.verbose {
         telemetry::init(LogFormat::Text);
         None
     } else {
         let path = droplet_operator::sandbox::state_dir(&args.state_dir)?.join("demo.log");
-        telemetry::init_file(LogFormat::Text, &path)?;
+        telemetry::init_file(LogFormat::Text, &path).map_err(CliError::Demo)?;
         Some(path)
     };
     let opts = SandboxOptions {
@@ -271,6 +315,7 @@ async fn demo(args: DemoArgs) -> Result<bool, String> {
         },
     )
     .await
+    .map_err(CliError::Demo)
 }
 
 fn main() -> ExitCode {
@@ -299,11 +344,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     // kube and reqwest share rustls; pick the crypto provider explicitly (see toolchain facts).
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start runtime: {e}"))
+        .map_err(CliError::Runtime)
 }

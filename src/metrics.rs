@@ -64,6 +64,7 @@ pub struct Metrics {
     action_duration: Family<TypeLabels, Histogram, fn() -> Histogram>,
     do_requests: Family<RequestLabels, Counter>,
     budget_remaining: Family<WindowLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -91,7 +92,7 @@ impl Metrics {
         let initiations = Family::<InitiationLabels, Counter>::default();
         registry.register(
             "initiations",
-            "DigitalOcean action requests sent, by action type and result (ok or the error category)",
+            "DigitalOcean action requests that reached DigitalOcean (or may have), by action type and result (ok or the error category)",
             initiations.clone(),
         );
         let adoptions = Counter::default();
@@ -127,8 +128,15 @@ impl Metrics {
             "Requests left in DigitalOcean's rate-limit window (minute or hour) for the most recently used token",
             budget_remaining.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance is the active one (holds the leader Lease, or runs without leader election), 0 on a standby",
+            leader.clone(),
+        );
         Metrics {
             registry,
+            leader,
             reconcile_errors,
             reconcile_duration,
             initiations,
@@ -149,6 +157,11 @@ impl Metrics {
         out
     }
 
+    /// This instance became the active one (`true`) or a standby (`false`).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
     /// A reconcile failed with `category`.
     pub fn reconcile_error(&self, category: &str) {
         self.reconcile_errors
@@ -163,8 +176,17 @@ impl Metrics {
         self.reconcile_duration.observe(d.as_secs_f64());
     }
 
-    /// An initiation request was sent.
+    /// The outcome of an initiation. Counted only when the request reached DigitalOcean or may have (a response
+    /// arrived, or it may have been applied); a request the client never sent (rate budget exhausted, connection
+    /// refused, invalid request) is not an initiation: it shows in status and as a `digitalocean_requests_total`
+    /// `error`.
     pub fn initiation(&self, type_: &str, error: Option<&PostError>) {
+        if let Some(e) = error
+            && e.error.http_status().is_none()
+            && e.applied == crate::digitalocean::Applied::NotApplied
+        {
+            return;
+        }
         let result = error
             .map(|e| e.error.reason().to_string())
             .unwrap_or_else(|| "ok".into());

@@ -2,16 +2,70 @@
 //! controller together.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tracing::info;
+use kube::Api;
+use kube::api::ListParams;
+use tracing::{info, warn};
 
 use crate::controller::{self, RunOptions};
-use crate::digitalocean::{ClientConfig, DoClient, RateLimits, Token};
+use crate::crd::DropletAction;
+use crate::digitalocean::{ClientConfig, ConfigError, DoClient, RateLimits, Token};
 use crate::metrics::Metrics;
+
+/// Why the operator could not start or had to stop. Variant names are stable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The default token file could not be read (the path is named, never the content).
+    #[error("cannot read --token-file {path}: {source}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The default token file is empty (or only whitespace).
+    #[error("--token-file {path} is empty: put the DigitalOcean token in it, or remove the flag")]
+    EmptyTokenFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The DigitalOcean API settings are unusable (for example plain http to a non-loopback host).
+    #[error("invalid DigitalOcean API settings (--do-api-url): {0}")]
+    DoClient(#[source] ConfigError),
+    /// The admin server (metrics, health) could not listen.
+    #[error("cannot listen on --metrics-addr {addr}: {source}")]
+    MetricsAddr {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The leader-election Lease could not be set up.
+    #[error(
+        "cannot use Lease {namespace}/{name} (check --leader-election-namespace and the Role on leases): {source}"
+    )]
+    Lease {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// Why.
+        #[source]
+        source: kube_lease_manager::LeaseManagerError,
+    },
+    /// The leader-election task ended before this instance became the leader.
+    #[error("leader election stopped")]
+    LeaderElectionStopped,
+    /// Another instance holds the Lease now: the process exits so it restarts as a standby.
+    #[error("lost the leader Lease; exiting so another instance can take over")]
+    LostLease,
+}
 
 /// Settings of the operator process.
 #[derive(Clone, Debug)]
@@ -49,15 +103,24 @@ pub struct LeaderElection {
     pub lease_duration_seconds: u64,
 }
 
-/// Reads the default token from a file (trimmed). The path, not the content, appears in errors.
-pub fn read_token_file(path: &PathBuf) -> Result<Token, String> {
-    std::fs::read_to_string(path)
-        .map(Token::new)
-        .map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))
+/// Reads the default token from a file (trimmed). The path, not the content, appears in errors. An empty file is
+/// an error (a mounted Secret with an empty key is a mistake worth stopping for), unlike an empty
+/// `DIGITALOCEAN_TOKEN`, which means "no default token".
+pub fn read_token_file(path: &Path) -> Result<Token, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if text.trim().is_empty() {
+        return Err(Error::EmptyTokenFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(Token::new(text))
 }
 
 /// The DigitalOcean client for these settings, reporting to `metrics`.
-pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient, String> {
+pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient, Error> {
     let client_cfg = ClientConfig {
         base_url: cfg.do_api_url.clone(),
         timeout: cfg.do_timeout,
@@ -72,16 +135,22 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
         observer: Some(metrics),
         ..ClientConfig::default()
     };
-    DoClient::new(client_cfg).map_err(|e| format!("invalid DigitalOcean API settings: {e}"))
+    DoClient::new(client_cfg).map_err(Error::DoClient)
 }
 
 /// Runs the operator with `client` until `shutdown` resolves (or, with leader election, until the Lease is
-/// lost: then it returns an error so the process exits and restarts as a standby).
+/// lost: then it returns [`Error::LostLease`] so the process exits and restarts as a standby).
+///
+/// Readiness (`/readyz`) and leadership are separate: without leader election the instance is ready once its
+/// DropletAction caches hold the initial list. With leader election a standby is ready once it has listed
+/// DropletActions in every watched namespace (the API server answers, the CRD is installed, RBAC allows it), so
+/// a rollout of several replicas completes; the leader stays ready. Leadership is the `droplet_operator_leader`
+/// gauge and a log line on every change.
 pub async fn run(
     client: kube::Client,
     cfg: OperatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let do_client = do_client(&cfg, metrics.clone())?;
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
@@ -89,7 +158,7 @@ pub async fn run(
     if let Some(addr) = cfg.metrics_addr {
         let bound = crate::admin::serve(addr, metrics.clone(), ready_rx, shutdown.clone())
             .await
-            .map_err(|e| format!("cannot listen on --metrics-addr {addr}: {e}"))?;
+            .map_err(|source| Error::MetricsAddr { addr, source })?;
         info!(%bound, "serving /metrics, /healthz and /readyz");
     }
 
@@ -97,6 +166,7 @@ pub async fn run(
     let mut lease_task = None;
     let mut release: Option<tokio::sync::oneshot::Sender<()>> = None;
     if let Some(le) = &cfg.leader_election {
+        metrics.set_leader(false);
         let duration = le.lease_duration_seconds.max(2);
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
             .with_namespace(&le.namespace)
@@ -106,25 +176,43 @@ pub async fn run(
             .with_field_manager(crate::crd::FIELD_MANAGER)
             .build()
             .await
-            .map_err(|e| format!("cannot use Lease {}/{}: {e}", le.namespace, le.lease_name))?;
+            .map_err(|source| Error::Lease {
+                namespace: le.namespace.clone(),
+                name: le.lease_name.clone(),
+                source,
+            })?;
         let (mut leader, task) = manager.watch().await;
         lease_task = Some(task);
         info!(lease = %le.lease_name, namespace = %le.namespace, identity = %le.identity, "waiting to become the leader");
+        // A standby is ready once it could take over: it can list what it would watch.
+        let standby_check = tokio::spawn(standby_ready(
+            client.clone(),
+            cfg.namespaces.clone(),
+            ready_tx.clone(),
+        ));
         while !*leader.borrow_and_update() {
             tokio::select! {
                 changed = leader.changed() => {
                     if changed.is_err() {
-                        return Err("leader election stopped".into());
+                        standby_check.abort();
+                        return Err(Error::LeaderElectionStopped);
                     }
                 }
-                _ = shutdown.clone() => return Ok(()),
+                _ = shutdown.clone() => {
+                    standby_check.abort();
+                    return Ok(());
+                }
             }
         }
-        info!(identity = %le.identity, "became the leader");
+        standby_check.abort();
+        metrics.set_leader(true);
+        info!(identity = %le.identity, leader = true, "became the leader");
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let (release_tx, mut release_rx) = tokio::sync::oneshot::channel::<()>();
         lost_leadership = Some(lost_rx);
         release = Some(release_tx);
+        let lease_metrics = metrics.clone();
+        let identity = le.identity.clone();
         tokio::spawn(async move {
             // Holding `leader` keeps the Lease renewed; dropping it (when this task ends) releases the Lease.
             loop {
@@ -132,6 +220,8 @@ pub async fn run(
                     _ = &mut release_rx => return,
                     changed = leader.changed() => {
                         if changed.is_err() || !*leader.borrow_and_update() {
+                            lease_metrics.set_leader(false);
+                            warn!(%identity, leader = false, "lost the leader Lease; stopping");
                             let _ = lost_tx.send(());
                             return;
                         }
@@ -139,6 +229,9 @@ pub async fn run(
                 }
             }
         });
+    } else {
+        // Without leader election this instance is the only active one.
+        metrics.set_leader(true);
     }
     let lost = Arc::new(AtomicBool::new(false));
     let stop = {
@@ -173,7 +266,7 @@ pub async fn run(
     controller::run(client, do_client, options, metrics, Some(ready_tx), stop).await;
     if lost.load(Ordering::SeqCst) {
         // Another instance holds the Lease now: exit so the orchestrator restarts this one as a standby.
-        return Err("lost the leader Lease; exiting so another instance can take over".into());
+        return Err(Error::LostLease);
     }
     if let (Some(release), Some(task)) = (release, lease_task) {
         // Hand the Lease over at once instead of letting a standby wait for it to expire.
@@ -182,6 +275,42 @@ pub async fn run(
         info!("released the leader Lease");
     }
     Ok(())
+}
+
+/// Marks a standby ready once one list of DropletActions succeeded in every watched namespace (all namespaces
+/// when `namespaces` is empty), retrying with a capped backoff and logging each failure.
+async fn standby_ready(
+    client: kube::Client,
+    namespaces: Vec<String>,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    let apis: Vec<Api<DropletAction>> = if namespaces.is_empty() {
+        vec![Api::all(client)]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let mut delay = Duration::from_millis(500);
+    let mut pending: Vec<usize> = (0..apis.len()).collect();
+    loop {
+        let mut failed = Vec::new();
+        for i in pending {
+            if let Err(e) = apis[i].list(&ListParams::default().limit(1)).await {
+                warn!(error = %e, "standby cannot list DropletActions yet; not ready");
+                failed.push(i);
+            }
+        }
+        if failed.is_empty() {
+            info!("standby ready: DropletActions can be listed");
+            let _ = ready.send(true);
+            return;
+        }
+        pending = failed;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

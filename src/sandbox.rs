@@ -15,6 +15,47 @@ use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig, SimHandle, S
 use kube_emu::validation::CrdAdmission;
 use kube_emu::{EmuConfig, EmuHandle, KubeEmulator};
 
+/// Why the sandbox could not start. Variant names are stable.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The DigitalOcean simulator could not listen.
+    #[error("cannot start the DigitalOcean simulator on port {port} (--do-port): {source}")]
+    Simulator {
+        /// The port asked for (0: any).
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Kubernetes API emulator could not listen.
+    #[error("cannot start the Kubernetes API emulator on port {port} (--kube-port): {source}")]
+    Emulator {
+        /// The port asked for (0: any).
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state directory could not be created.
+    #[error("cannot create --state-dir {}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kubeconfig or sandbox.env could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// How to start the sandbox.
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
@@ -89,7 +130,7 @@ fn loopback(port: u16) -> SocketAddr {
 
 impl Sandbox {
     /// Starts the servers (and the controller when asked).
-    pub async fn start(opts: SandboxOptions) -> Result<Sandbox, String> {
+    pub async fn start(opts: SandboxOptions) -> Result<Sandbox, Error> {
         let (sim, do_api_url, token) = match &opts.do_api_url {
             Some(url) => (None, url.clone(), opts.do_token.clone()),
             None => {
@@ -106,11 +147,9 @@ impl Sandbox {
                 };
                 let sim = Simulator::start(config, loopback(opts.do_port))
                     .await
-                    .map_err(|e| {
-                        format!(
-                            "cannot start the DigitalOcean simulator on port {}: {e}",
-                            opts.do_port
-                        )
+                    .map_err(|source| Error::Simulator {
+                        port: opts.do_port,
+                        source,
                     })?;
                 let url = sim.url();
                 (Some(sim), url, Some(Token::new(DEFAULT_SIM_TOKEN)))
@@ -125,17 +164,18 @@ impl Sandbox {
         };
         let kube = KubeEmulator::start(emu_config, loopback(opts.kube_port))
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot start the Kubernetes API emulator on port {}: {e}",
-                    opts.kube_port
-                )
+            .map_err(|source| Error::Emulator {
+                port: opts.kube_port,
+                source,
             })?;
 
         let state_dir = state_dir(&opts.state_dir)?;
         let kubeconfig = state_dir.join("kubeconfig");
         kube.write_kubeconfig(&kubeconfig, "default")
-            .map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;
+            .map_err(|source| Error::Write {
+                path: kubeconfig.clone(),
+                source,
+            })?;
         let env_file = state_dir.join("sandbox.env");
 
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
@@ -174,8 +214,12 @@ impl Sandbox {
             stop,
             controller,
         };
-        std::fs::write(&sandbox.env_file, sandbox.env_contents())
-            .map_err(|e| format!("cannot write {}: {e}", sandbox.env_file.display()))?;
+        std::fs::write(&sandbox.env_file, sandbox.env_contents()).map_err(|source| {
+            Error::Write {
+                path: sandbox.env_file.clone(),
+                source,
+            }
+        })?;
         Ok(sandbox)
     }
 
@@ -210,9 +254,11 @@ impl Sandbox {
 
 /// Creates the state directory if needed and returns its canonical path (where the kubeconfig, sandbox.env and the
 /// demo's controller log go).
-pub fn state_dir(dir: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create --state-dir {}: {e}", dir.display()))?;
+pub fn state_dir(dir: &Path) -> Result<PathBuf, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     Ok(dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
 }
 

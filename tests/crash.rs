@@ -4,47 +4,22 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-use common::{assert_exactly_once, servers};
+use common::{ProcessWorld, assert_exactly_once, droplet_action, post_requests, wait_all_final};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};
-use droplet_operator::crd::{DropletAction, Phase};
+use droplet_operator::crd::Phase;
+use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
-use kube::{Api, ResourceExt};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const TRIALS: usize = 50;
 const PER_TRIAL: usize = 2;
 
-fn spawn_operator(kubeconfig: &std::path::Path, do_url: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args([
-            "run",
-            "--do-api-url",
-            do_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--do-timeout-seconds",
-            "1",
-            "--poll-scale",
-            "0.05",
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-        .env("RUST_LOG", "droplet_operator=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn operator")
+fn spawn_operator(w: &ProcessWorld) -> Child {
+    w.spawn(0, &["--log-format", "json"], &[])
 }
 
 fn kill(mut child: Child) {
@@ -64,13 +39,9 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         seed: Some(7),
         ..Faults::default()
     };
-    let (sim, emu) = servers(cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let log = dir.path().join("operator.log");
-    let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
-    let do_url = sim.url().to_string();
+    let w = ProcessWorld::start(cfg).await;
+    let sim = &w.sim;
+    let api = w.api();
     let types = [
         "reboot",
         "power_cycle",
@@ -84,17 +55,16 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
     for trial in 0..TRIALS {
         for j in 0..PER_TRIAL {
             let n = trial * PER_TRIAL + j;
-            let obj: DropletAction = serde_json::from_value(json!({
-                "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
-                "metadata": {"name": format!("t{trial}-{j}")},
-                "spec": {"type": types[n % types.len()], "dropletId": 200001 + n as i64},
-            }))
-            .unwrap();
+            let obj = droplet_action(
+                &format!("t{trial}-{j}"),
+                "default",
+                json!({"type": types[n % types.len()], "dropletId": 200001 + n as i64}),
+            );
             api.create(&PostParams::default(), &obj)
                 .await
                 .expect("create");
         }
-        let child = spawn_operator(&kubeconfig, &do_url, &log);
+        let child = spawn_operator(&w);
         let alive = Duration::from_millis(rng.random_range(30..700));
         tokio::time::sleep(alive).await;
         kill(child);
@@ -112,8 +82,23 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
                 .is_some_and(|s| s.pending_initiation.is_some())
         })
         .count();
+    // The hard case: an intent recorded, then killed before the request left. Those must be sent exactly once
+    // later (checked per droplet below); `intent_recorded_nothing_sent_is_sent_once_after_the_grace` below
+    // builds this case deterministically.
+    let nothing_sent: Vec<i64> = list
+        .iter()
+        .filter(|d| {
+            d.status
+                .as_ref()
+                .is_some_and(|s| s.pending_initiation.is_some() && s.actions.is_empty())
+        })
+        .filter_map(|d| d.spec.droplet_id)
+        .filter(|id| post_requests(sim, *id).is_empty())
+        .collect();
     eprintln!(
-        "killed operators started {started_before} actions and left {open_intents} intents without recorded IDs"
+        "killed operators started {started_before} actions and left {open_intents} intents without recorded IDs, \
+         {} of them with nothing sent",
+        nothing_sent.len()
     );
     assert!(
         started_before > 0,
@@ -121,17 +106,8 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
     );
 
     // A last operator finishes everything the killed ones left behind.
-    let child = spawn_operator(&kubeconfig, &do_url, &log);
-    let start = Instant::now();
-    let items = loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.iter().all(|d| d.phase().is_terminal())
-            || start.elapsed() > Duration::from_secs(120)
-        {
-            break items;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let child = spawn_operator(&w);
+    let items = wait_all_final(&api, TRIALS * PER_TRIAL, Duration::from_secs(180)).await;
     kill(child);
 
     assert_eq!(killed_running, TRIALS);
@@ -145,17 +121,18 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
             da.status
         );
         let droplet = da.spec.droplet_id.unwrap();
-        let posts = sim.posts_for_droplet(droplet);
+        // POST requests, not only applied ones: a duplicate DigitalOcean refused would count too.
+        let posts = post_requests(sim, droplet);
         assert_eq!(
             posts.len(),
             1,
-            "{} was initiated {} times: {posts:#?}",
+            "{} got {} POST requests: {posts:#?}",
             da.name_any(),
             posts.len()
         );
         assert_eq!(da.status.as_ref().unwrap().actions.len(), 1);
     }
-    assert_exactly_once(&items, &sim);
+    assert_exactly_once(&items, sim);
 
     // The runs really exercised the hard cases: responses lost after DigitalOcean applied the POST.
     let dropped = sim
@@ -168,7 +145,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         })
         .count();
     assert!(dropped > 0, "no response was dropped");
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = w.logs();
     let adoptions = logs.matches("\"adopted\"").count();
     eprintln!("{adoptions} adoptions, {dropped} dropped responses");
     assert!(adoptions > 0, "no action was adopted");
@@ -176,6 +153,78 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         !logs.contains(DEFAULT_SIM_TOKEN),
         "the token must never be logged"
     );
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
+}
+
+/// What a process killed right after recording its intent leaves behind: `status.pendingInitiation` and no request
+/// sent. The next operator must not send while a request of the dead one could still be in flight (the request
+/// timeout), must look for an action to adopt first, and then send exactly one POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intent_recorded_nothing_sent_is_sent_once_after_the_grace() {
+    let mut cfg = SimConfig::fast(1.0);
+    cfg.action_durations = ActionDurations::uniform(Duration::from_millis(300));
+    let w = ProcessWorld::start(cfg).await;
+    let sim = &w.sim;
+    let api = w.api();
+    let droplet = 101002;
+    api.create(
+        &PostParams::default(),
+        &droplet_action(
+            "orphan",
+            "default",
+            json!({"type": "reboot", "dropletId": droplet}),
+        ),
+    )
+    .await
+    .unwrap();
+    let intent_time = jiff::Timestamp::now();
+    api.patch_status(
+        "orphan",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": {
+            "phase": "Pending",
+            "reason": "Initiating",
+            "startTime": intent_time.to_string(),
+            "dropletIds": [droplet],
+            "pendingInitiation": {
+                "attempt": 1, "type": "reboot", "requestedAt": intent_time.to_string(),
+                "sent": false, "dropletIds": [droplet],
+            },
+        }})),
+    )
+    .await
+    .unwrap();
+
+    let child = spawn_operator(&w);
+    let items = wait_all_final(&api, 1, Duration::from_secs(60)).await;
+    kill(child);
+    assert_eq!(items[0].phase(), Phase::Succeeded, "{:#?}", items[0].status);
+    let posts = post_requests(sim, droplet);
+    assert_eq!(posts.len(), 1, "exactly one POST request: {posts:#?}");
+    let st = items[0].status.as_ref().unwrap();
+    assert!(st.pending_initiation.is_none(), "the intent is closed");
+    assert_eq!(st.actions.len(), 1);
+    assert_eq!(
+        st.actions[0].id, posts[0].action_ids[0],
+        "the recorded action is the one sent"
+    );
+    // It waited out the request timeout (--do-timeout-seconds 1) after the intent before sending ...
+    let waited = posts[0].time.duration_since(intent_time);
+    assert!(
+        waited >= jiff::SignedDuration::from_secs(1),
+        "sent {waited:?} after the intent, while a request of the dead process could still be in flight"
+    );
+    // ... and looked for an action to adopt before that.
+    let looked = sim.requests().iter().any(|r| {
+        r.method == "GET" && r.seq < posts[0].seq && r.path.contains(&droplet.to_string())
+    }) || sim
+        .requests()
+        .iter()
+        .any(|r| r.method == "GET" && r.seq < posts[0].seq && r.path == "/v2/actions");
+    assert!(
+        looked,
+        "no adoption lookup before re-sending: {:#?}",
+        sim.requests()
+    );
+    w.shutdown();
 }

@@ -4,10 +4,12 @@
 //! vars that `droplet-operator run` really accepts. Then the real binary runs against the sandbox's emulated API
 //! server: every request it makes must be allowed by the rendered RBAC, and every metric it exposes documented.
 //!
-//! The tests that render skip with a message when kubectl is not installed (kubectl >= 1.21 has kustomize built in).
+//! The tests that render need kubectl (>= 1.21 has kustomize built in): without it they fail in CI (`CI=true`) and
+//! elsewhere print `SKIPPED: <test>: ...` (`common::skip`, shared with `manifests`).
 //! [`granted_rules`] turns rendered RBAC into an `(apiGroup, resource, verbs)` table; [`rbac_attributes`] turns a
 //! request into what RBAC checks.
 
+mod common;
 mod manifests;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -404,7 +406,8 @@ fn base_deployment_wiring_matches_the_binary() {
             flag.starts_with("--")
                 && help.lines().any(|l| l
                     .split_whitespace()
-                    .any(|w| w.trim_end_matches(',') == flag)),
+                    // `--leader-elect[=<LEADER_ELECT>]`: a flag with an optional value.
+                    .any(|w| w.trim_end_matches(',').split('[').next() == Some(flag))),
             "{flag} is not a flag of `droplet-operator run`"
         );
     }
@@ -810,6 +813,7 @@ const DOCUMENTED_METRICS: &[&str] = &[
     "droplet_operator_action_duration_seconds",
     "droplet_operator_digitalocean_requests",
     "droplet_operator_digitalocean_rate_budget_remaining",
+    "droplet_operator_leader",
 ];
 
 /// A sandbox (emulated Kubernetes API + simulated DigitalOcean) with `droplet-operator run` started against it.
@@ -886,18 +890,6 @@ where
         addr,
         _operator: operator,
         _state: state,
-    }
-}
-
-/// Waits up to `secs` for `cond`, polling every 100 ms.
-async fn eventually(secs: u64, what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "after {secs} s: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -980,17 +972,18 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
     })
     .await;
     let emu = &running.sandbox.kube;
-    eventually(
-        30,
+    common::eventually(
         "both DropletActions finished and were deleted",
-        async || {
-            emu.requests()
+        std::time::Duration::from_secs(60),
+        || {
+            let deleted = emu
+                .requests()
                 .iter()
                 .filter(|r| {
                     r.method == "DELETE" && r.path.contains("/dropletactions/") && r.status < 300
                 })
-                .count()
-                == 2
+                .count();
+            async move { (deleted == 2).then_some(()) }
         },
     )
     .await;
@@ -1084,16 +1077,21 @@ async fn every_api_call_of_the_operator_is_granted_and_metrics_are_documented() 
 async fn readyz_turns_ready_once_caches_synced() {
     let running = run_operator(|_, _| async {}).await;
     let addr = running.addr;
-    eventually(15, "/readyz answers 200", async || {
-        http_get(addr, "/readyz")
-            .await
-            .is_some_and(|(code, _)| code == 200)
-    })
+    common::eventually(
+        "/readyz answers 200",
+        std::time::Duration::from_secs(60),
+        || async move {
+            http_get(addr, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+                .then_some(())
+        },
+    )
     .await;
     running.sandbox.stop().await;
 }
 
-/// The Argo CD health check in docs/operations.md, run by a Lua interpreter (skips when none is installed; Argo CD
+/// The Argo CD health check in docs/operations.md, run by a Lua interpreter (`common::require_any_tool`; Argo CD
 /// runs gopher-lua, Lua 5.1, and the script uses nothing newer).
 #[test]
 fn argocd_health_check_in_the_docs_maps_phases() {
@@ -1122,19 +1120,15 @@ print(status(da("Expired", "notAfter passed")))
 print(status(da("Succeeded", "old", 2, 1)))
 "#;
     std::fs::write(dir.path().join("harness.lua"), harness).expect("write harness");
-    let Some(out) = ["lua", "lua5.1", "lua5.4", "luajit"]
-        .iter()
-        .find_map(|lua| {
-            Command::new(lua)
-                .arg(dir.path().join("harness.lua"))
-                .arg(dir.path().join("health.lua"))
-                .output()
-                .ok()
-        })
-    else {
-        eprintln!("skipping: no Lua interpreter found");
+    // .ci/run installs Debian's lua5.4 when no interpreter is present.
+    let Some(lua) = common::require_any_tool(&["lua", "lua5.1", "lua5.4", "luajit"]) else {
         return;
     };
+    let out = Command::new(lua)
+        .arg(dir.path().join("harness.lua"))
+        .arg(dir.path().join("health.lua"))
+        .output()
+        .expect("run the Lua interpreter");
     assert!(
         out.status.success(),
         "{}",

@@ -3,15 +3,16 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{assert_exactly_once, servers};
+use common::{
+    ProcessWorld, assert_exactly_once, droplet_action, eventually, post_requests, wait_all_final,
+};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use serde_json::json;
 
 fn free_port() -> u16 {
@@ -22,41 +23,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(
-    kubeconfig: &std::path::Path,
-    do_url: &str,
-    port: u16,
-    extra: &[&str],
-    log: &std::path::Path,
-) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let metrics = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "run",
-        "--do-api-url",
-        do_url,
-        "--metrics-addr",
-        &metrics,
-        "--do-timeout-seconds",
-        "1",
-        "--poll-scale",
-        "0.05",
-    ];
-    args.extend_from_slice(extra);
-    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args(&args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-        .env("RUST_LOG", "droplet_operator=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap()
-}
+/// Generous: these wait on conditions, never measure speed.
+const WAIT: Duration = Duration::from_secs(60);
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let resp = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
@@ -67,12 +35,12 @@ async fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 async fn create(api: &Api<DropletAction>, name: &str, spec: serde_json::Value) {
-    let obj: DropletAction = serde_json::from_value(json!({
-        "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
-        "metadata": {"name": name}, "spec": spec,
-    }))
+    api.create(
+        &PostParams::default(),
+        &droplet_action(name, "default", spec),
+    )
+    .await
     .unwrap();
-    api.create(&PostParams::default(), &obj).await.unwrap();
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
@@ -85,58 +53,69 @@ async fn holder(leases: &Api<Lease>) -> Option<String> {
         .holder_identity
 }
 
+/// The value of the `droplet_operator_leader` gauge on `port`.
+async fn leader_gauge(port: u16) -> Option<i64> {
+    let (_, text) = get(port, "/metrics").await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("droplet_operator_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn ready(port: u16) -> Option<()> {
+    (get(port, "/readyz").await?.0 == 200).then_some(())
+}
+
+/// Two replicas with leader election, like `kubectl scale --replicas=2`: both report Ready (a rollout completes),
+/// only the leader reconciles and says so in `droplet_operator_leader`; killing the leader mid-flight hands over
+/// to the standby, which stays Ready, takes the Lease, logs it, and finishes every action without a second POST
+/// request to any droplet. One replica turns leader election on with `LEADER_ELECT=1`, the other with the flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_fails_over_without_duplicate_posts() {
+async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut cfg = SimConfig::fast(1.0);
     cfg.generated_droplets = 20;
     cfg.action_durations = ActionDurations::uniform(Duration::from_millis(1500));
-    let (sim, emu) = servers(cfg).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
-    let log = dir.path().join("ops.log");
-    let do_url = sim.url().to_string();
+    let w = ProcessWorld::start(cfg).await;
+    let (sim, emu) = (&w.sim, &w.emu);
     let (port_a, port_b) = (free_port(), free_port());
     let le = [
-        "--leader-elect",
         "--lease-duration-seconds",
         "2",
         "--leader-election-namespace",
         "default",
     ];
-    let a = spawn(
-        &kubeconfig,
-        &do_url,
+    let a = w.spawn(
         port_a,
-        &[&le[..], &["--instance", "op-a"]].concat(),
-        &log,
+        &[&le[..], &["--leader-elect", "--instance", "op-a"]].concat(),
+        &[],
     );
-    let b = spawn(
-        &kubeconfig,
-        &do_url,
+    let b = w.spawn(
         port_b,
         &[&le[..], &["--instance", "op-b"]].concat(),
-        &log,
+        &[("LEADER_ELECT", "1")],
     );
 
     let leases: Api<Lease> = Api::namespaced(emu.client(), "default");
-    let start = Instant::now();
-    let first = loop {
-        if let Some(h) = holder(&leases).await {
-            break h;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "nobody took the Lease"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = eventually("somebody takes the Lease", WAIT, || holder(&leases)).await;
     let (leader, leader_port, standby, standby_port, other) = if first == "op-a" {
         (a, port_a, b, port_b, "op-b")
     } else {
         (b, port_b, a, port_a, "op-a")
     };
+
+    // Both are Ready: the standby can take over (it has listed DropletActions); leadership is reported apart.
+    eventually("the leader is ready", WAIT, || ready(leader_port)).await;
+    eventually("the standby is ready", WAIT, || ready(standby_port)).await;
+    assert_eq!(get(standby_port, "/healthz").await.map(|r| r.0), Some(200));
+    eventually("the leader reports leader=1", WAIT, || async {
+        (leader_gauge(leader_port).await? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        leader_gauge(standby_port).await,
+        Some(0),
+        "standby reports leader=0"
+    );
 
     let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
     for i in 1..=20 {
@@ -147,94 +126,68 @@ async fn one_leader_fails_over_without_duplicate_posts() {
         )
         .await;
     }
-    // The leader is ready (caches synced); the standby is alive but not ready: it does not reconcile.
-    let start = Instant::now();
-    while get(leader_port, "/readyz").await.map(|r| r.0) != Some(200) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "leader never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(get(standby_port, "/healthz").await.map(|r| r.0), Some(200));
-    assert_eq!(get(standby_port, "/readyz").await.map(|r| r.0), Some(503));
-
     // Kill the leader while actions are in flight.
-    let start = Instant::now();
-    while sim.actions().len() < 5 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the leader did not initiate anything"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the leader initiates", WAIT, || async {
+        (sim.actions().len() >= 5).then_some(())
+    })
+    .await;
     let mut leader = leader;
     leader.kill().unwrap();
     leader.wait().unwrap();
 
-    let start = Instant::now();
-    while holder(&leases).await.as_deref() != Some(other) {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the standby never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let start = Instant::now();
-    let items = loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.iter().all(|d| d.phase().is_terminal())
-            || start.elapsed() > Duration::from_secs(60)
-        {
-            break items;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    eventually("the standby takes the Lease", WAIT, || async {
+        (holder(&leases).await.as_deref() == Some(other)).then_some(())
+    })
+    .await;
+    eventually("the new leader reports leader=1", WAIT, || async {
+        (leader_gauge(standby_port).await? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ready(standby_port).await,
+        Some(()),
+        "still ready after taking over"
+    );
+    let items = wait_all_final(&api, 20, Duration::from_secs(120)).await;
     assert!(
         items.iter().all(|d| d.phase() == Phase::Succeeded),
         "{items:#?}"
     );
     for i in 1..=20 {
+        let posts = post_requests(sim, 200000 + i);
         assert_eq!(
-            sim.posts_for_droplet(200000 + i).len(),
+            posts.len(),
             1,
-            "droplet {} got a duplicate POST",
-            200000 + i
+            "droplet {} got {} POST requests: {posts:#?}",
+            200000 + i,
+            posts.len()
         );
     }
-    assert_exactly_once(&items, &sim);
-    let logs = std::fs::read_to_string(&log).unwrap();
-    assert!(logs.contains("became the leader"));
+    assert_exactly_once(&items, sim);
+    let logs = w.logs();
+    assert!(logs.contains("became the leader"), "{logs}");
+    assert!(logs.contains("standby ready"), "{logs}");
     let mut standby = standby;
     standby.kill().unwrap();
     standby.wait().unwrap();
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_readiness_and_graceful_shutdown() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (sim, emu) = servers(SimConfig::fast(0.02)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    emu.write_kubeconfig(&kubeconfig, "default").unwrap();
+    let w = ProcessWorld::start(SimConfig::fast(0.02)).await;
+    let emu = &w.emu;
     let port = free_port();
-    let log = dir.path().join("op.log");
-    let mut child = spawn(
-        &kubeconfig,
-        sim.url().as_str(),
-        port,
-        &["--log-format", "json"],
-        &log,
-    );
+    let mut child = w.spawn(port, &["--log-format", "json"], &[]);
 
-    let start = Instant::now();
-    while get(port, "/readyz").await.map(|r| r.0) != Some(200) {
-        assert!(start.elapsed() < Duration::from_secs(20), "never ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("ready", WAIT, || ready(port)).await;
     assert_eq!(get(port, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(
+        leader_gauge(port).await,
+        Some(1),
+        "without leader election the only instance is the active one"
+    );
 
     let api: Api<DropletAction> = Api::namespaced(emu.client(), "default");
     create(
@@ -249,18 +202,7 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         json!({"type": "reboot", "dropletId": 999999}),
     )
     .await;
-    let start = Instant::now();
-    loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.len() == 2 && items.iter().all(|d| d.phase().is_terminal()) {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "not finished: {items:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_final(&api, 2, WAIT).await;
     let (code, text) = get(port, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     for needle in [
@@ -284,19 +226,13 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = eventually("the process exits on SIGTERM", WAIT, || {
+        let s = child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
     assert!(status.success(), "exit status {status:?}");
-    let logs = std::fs::read_to_string(&log).unwrap();
+    let logs = w.logs();
     assert!(
         logs.lines()
             .filter(|l| !l.trim().is_empty())
@@ -312,6 +248,44 @@ async fn metrics_health_readiness_and_graceful_shutdown() {
         "reconcile spans carry the DigitalOcean action ID once known"
     );
     assert!(!logs.contains(DEFAULT_SIM_TOKEN));
-    emu.shutdown();
-    sim.shutdown();
+    w.shutdown();
+}
+
+/// Start-up errors name the flag and the fix and exit 1; an empty token file is an error, an empty
+/// DIGITALOCEAN_TOKEN is not (it means no default token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_errors_name_the_flag() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let w = ProcessWorld::start(SimConfig::fast(0.02)).await;
+    let empty = w.log.with_file_name("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let empty = empty.to_string_lossy().into_owned();
+    let exit = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut child = w.spawn(0, extra, env);
+        let status = child.wait().unwrap();
+        (status.code(), w.logs())
+    };
+    let (code, logs) = exit(&["--token-file", &empty], &[]);
+    assert_eq!(code, Some(1), "{logs}");
+    assert!(
+        logs.contains("--token-file") && logs.contains("is empty"),
+        "{logs}"
+    );
+    let (code, logs) = exit(&["--poll-scale", "0"], &[]);
+    assert_eq!(code, Some(2), "clap refuses it: {logs}");
+    assert!(logs.contains("--poll-scale"), "{logs}");
+    let (code, logs) = exit(&[], &[("LEADER_ELECT", "maybe")]);
+    assert_eq!(code, Some(2), "{logs}");
+    assert!(
+        logs.contains("LEADER_ELECT") || logs.contains("leader-elect"),
+        "{logs}"
+    );
+
+    // An empty variable is no default token: the operator runs and becomes ready.
+    let port = free_port();
+    let mut child = w.spawn(port, &[], &[("DIGITALOCEAN_TOKEN", "")]);
+    eventually("ready without a default token", WAIT, || ready(port)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    w.shutdown();
 }

@@ -1,9 +1,12 @@
 //! The real `kubectl` binary against the in-memory API server.
 //!
-//! Every test skips (with a printed message) when `kubectl` is not installed.
+//! Without `kubectl` on PATH every test fails in CI (`CI=true`) and elsewhere prints `SKIPPED: <test>: ...`
+//! (`common::require_tool`).
 #![allow(clippy::duplicated_attributes)] // repeated printcolumn(...) in #[kube(...)]
 
-use std::{path::PathBuf, process::Output, sync::Arc, time::Duration};
+mod common;
+
+use std::{process::Output, sync::Arc, time::Duration};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
@@ -85,25 +88,22 @@ struct Kubectl {
     dir: tempfile::TempDir,
 }
 
-fn kubectl_path() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|p| p.join("kubectl"))
-        .find(|p| p.is_file())
-}
-
 impl Kubectl {
     async fn start() -> Option<Self> {
-        if kubectl_path().is_none() {
-            eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
-            return None;
-        }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let cfg = EmuConfig {
+        Self::start_with(EmuConfig {
             crds: vec![Widget::crd()],
             admission: Arc::new(NoBadWidgets),
             ..Default::default()
-        };
+        })
+        .await
+    }
+
+    /// kubectl against an emulator serving `cfg`; `None` (after `common::require_tool`) without kubectl.
+    async fn start_with(cfg: EmuConfig) -> Option<Self> {
+        if !common::require_tool("kubectl") {
+            return None;
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
@@ -343,20 +343,28 @@ async fn wait_for_ready_condition() {
     )
     .await
     .unwrap();
+    // The condition is set only once kubectl watches the object, so the test proves it waited for the change
+    // (rather than finding the condition already met), without comparing clocks.
+    let emu = k.emu.clone();
     let setter = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        common::eventually("kubectl watches widget/w", Duration::from_secs(60), || {
+            let watching = emu
+                .requests()
+                .iter()
+                .any(|r| r.verb == "watch" && r.query.contains("fieldSelector=metadata.name"));
+            async move { watching.then_some(()) }
+        })
+        .await;
         let status = json!({"status": {"phase": "Done", "conditions": [{"type": "Ready", "status": "True", "reason": "Done",
             "message": "done", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
         api.patch_status("w", &PatchParams::default(), &Patch::Merge(status))
             .await
             .unwrap();
     });
-    let started = std::time::Instant::now();
     let out = k
-        .ok(&["wait", "--for=condition=Ready", "widget/w", "--timeout=20s"])
+        .ok(&["wait", "--for=condition=Ready", "widget/w", "--timeout=60s"])
         .await;
     assert_eq!(out.trim(), "widget.example.dev/w condition met");
-    assert!(started.elapsed() >= Duration::from_millis(1000));
     setter.await.unwrap();
     assert!(
         k.emu
@@ -507,27 +515,19 @@ impl Admission for DropletActionAdmission {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropletaction_crd_with_kubectl() {
-    if kubectl_path().is_none() {
-        eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
-        return;
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let crd = droplet_operator::crd::definition();
     let admission = DropletActionAdmission(
         kube_emu::validation::SchemaValidator::for_crd(&crd).expect("schema"),
     );
-    let cfg = EmuConfig {
+    let Some(k) = Kubectl::start_with(EmuConfig {
         crds: vec![crd],
         admission: Arc::new(admission),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    let emu = KubeEmulator::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    emu.write_kubeconfig(&dir.path().join("kubeconfig"), "default")
-        .unwrap();
-    let k = Kubectl { emu, dir };
 
     // Re-applying the installed CRD (what the README does on a real cluster) is harmless.
     let crd_yaml = k.file("crd.yaml", &droplet_operator::crd::crd_yaml());

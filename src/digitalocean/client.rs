@@ -28,7 +28,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
@@ -374,7 +374,11 @@ impl DoClient {
     /// Checks the token can be sent, then waits for a slot in the token's budget, or
     /// fails with `RateLimited` when the wait would exceed `max_budget_wait`. Returns
     /// the `Authorization` header (marked sensitive, so it never shows in Debug).
-    async fn reserve(&self, token: &Token, route: &'static str) -> Result<HeaderValue, DoError> {
+    async fn reserve(
+        &self,
+        token: &Token,
+        route: &'static str,
+    ) -> Result<(HeaderValue, Instant), DoError> {
         let fp = token.fingerprint();
         let mut auth = match HeaderValue::from_str(&format!("Bearer {}", token.expose())) {
             Ok(v) if !token.is_empty() => v,
@@ -389,7 +393,7 @@ impl DoClient {
         auth.set_sensitive(true);
         loop {
             match self.inner.budget.try_acquire(&fp) {
-                Ok(()) => return Ok(auth),
+                Ok(reserved) => return Ok((auth, reserved)),
                 Err(wait) if wait > self.inner.cfg.max_budget_wait => {
                     tracing::debug!(route, token = %fp, wait_ms = wait.as_millis() as u64, "rate budget exhausted");
                     self.observe(route, "error", token);
@@ -412,7 +416,7 @@ impl DoClient {
     async fn send(
         &self,
         token: &Token,
-        auth: HeaderValue,
+        (auth, reserved): (HeaderValue, Instant),
         route: &'static str,
         method: Method,
         url: Url,
@@ -435,6 +439,7 @@ impl DoClient {
                 let headers = resp.headers().clone();
                 self.inner.budget.observe(&fp, &headers);
                 let body = resp.bytes().await;
+                self.inner.budget.complete(&fp, reserved);
                 tracing::debug!(route, status, token = %fp, "DigitalOcean response");
                 self.observe(route, status_class(status), token);
                 Ok(Raw {
@@ -445,6 +450,7 @@ impl DoClient {
             }
             Err(e) => {
                 tracing::debug!(route, token = %fp, connect = e.is_connect(), timeout = e.is_timeout(), "DigitalOcean request failed");
+                self.inner.budget.complete(&fp, reserved);
                 self.observe(route, "error", token);
                 Err(e)
             }
@@ -911,7 +917,7 @@ impl DoClient {
                 segments: &["v2", "droplets", &d, "snapshots"],
                 query: &[],
                 key: "snapshots",
-                scope_hint: "image:read",
+                scope_hint: "droplet:read",
             },
             page,
             per_page,
@@ -934,7 +940,7 @@ impl DoClient {
                 segments: &["v2", "droplets", &d, "snapshots"],
                 query: &[],
                 key: "snapshots",
-                scope_hint: "image:read",
+                scope_hint: "droplet:read",
             },
             max_pages,
         )

@@ -4,8 +4,9 @@
 //! windows). Once either is exhausted every request gets a 429 until the window moves.
 //! [`RateBudget`] keeps, for each token *fingerprint* (never the token text):
 //!
-//! - the send times of the last hour, so the client never sends more than the
-//!   configured per-minute and per-hour limits on its own;
+//! - the send times of the last hour (an in-flight request from its reservation, a finished one from its
+//!   completion: [`RateBudget::complete`]), so the client never sends more than the configured per-minute and
+//!   per-hour limits on its own, as counted by the server at arrival;
 //! - what DigitalOcean last said in `ratelimit-limit`, `ratelimit-remaining` and
 //!   `ratelimit-reset` (headers are matched case-insensitively); a remaining of 0
 //!   blocks the token until the reset time;
@@ -161,8 +162,9 @@ impl RateBudget {
         map.entry(fingerprint.to_string()).or_default().clone()
     }
 
-    /// Reserves one request now, or says how long to wait first.
-    pub fn try_acquire(&self, fingerprint: &str) -> Result<(), Duration> {
+    /// Reserves one request now (returning the reservation's instant, for [`RateBudget::complete`]), or says how
+    /// long to wait first.
+    pub fn try_acquire(&self, fingerprint: &str) -> Result<Instant, Duration> {
         let state = self.state(fingerprint);
         let mut st = lock(&state);
         let now = Instant::now();
@@ -175,7 +177,24 @@ impl RateBudget {
         if let Some(r) = st.server_remaining.as_mut() {
             *r = r.saturating_sub(1);
         }
-        Ok(())
+        Ok(now)
+    }
+
+    /// The request reserved at `reserved` got its response (or failed): from now on it counts as sent *now*.
+    ///
+    /// A request reaches DigitalOcean some time after its slot was reserved (connection set-up, a loaded machine),
+    /// so counting it from the reservation lets DigitalOcean's sliding window see more than the limit: requests
+    /// reserved just before a window starts arrive inside it. Counting each request from its completion, and an
+    /// in-flight one from its reservation (which is before its completion, and requests time out long before a
+    /// minute), bounds what arrives at DigitalOcean in any window by the limit.
+    pub fn complete(&self, fingerprint: &str, reserved: Instant) {
+        let state = self.state(fingerprint);
+        let mut st = lock(&state);
+        if let Some(i) = st.sent.iter().rposition(|t| *t == reserved) {
+            st.sent.remove(i);
+            // Every stamp is a past instant, so now keeps the queue in time order.
+            st.sent.push_back(Instant::now());
+        }
     }
 
     /// Learns from `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset`.
@@ -293,6 +312,27 @@ mod tests {
             per_minute: m,
             per_hour: h,
         }
+    }
+
+    #[test]
+    fn a_completed_request_counts_from_its_completion() {
+        let b = RateBudget::new(limits(2, 100));
+        let first = b.try_acquire("fp").unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        let _second = b.try_acquire("fp").unwrap();
+        let before = b.try_acquire("fp").unwrap_err();
+        // The first request answers now: it counts from now, so the oldest stamp is the second's reservation.
+        b.complete("fp", first);
+        let after = b.try_acquire("fp").unwrap_err();
+        assert!(
+            after > before + Duration::from_millis(30),
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(
+            b.snapshot("fp").remaining_minute,
+            0,
+            "still two in the window"
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Test world: the Kubernetes API emulator and the DigitalOcean simulator on loopback, and the real controller.
 #![allow(dead_code)]
 
+mod skip;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use skip::{on_path, require_any_tool, require_file, require_tool, skip};
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -123,13 +127,7 @@ impl World {
     }
 
     pub async fn create(&self, name: &str, spec: serde_json::Value) -> DropletAction {
-        let obj: DropletAction = serde_json::from_value(serde_json::json!({
-            "apiVersion": "droplet-operator.dev/v1alpha1",
-            "kind": "DropletAction",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": spec,
-        }))
-        .expect("valid DropletAction");
+        let obj = droplet_action(name, "default", spec);
         self.api()
             .create(&PostParams::default(), &obj)
             .await
@@ -163,20 +161,17 @@ impl World {
         self.wait_for(name, timeout, |d| d.phase() == phase).await
     }
 
+    /// Waits until every DropletAction in `default` is in a final phase.
     pub async fn wait_all_terminal(&self, timeout: Duration) -> Vec<DropletAction> {
-        let start = Instant::now();
-        loop {
-            let items = self
-                .api()
-                .list(&ListParams::default())
-                .await
-                .expect("list")
-                .items;
-            if items.iter().all(|d| d.phase().is_terminal()) || start.elapsed() > timeout {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let api = self.api();
+        eventually("every DropletAction in a final phase", timeout, || async {
+            let items = api.list(&ListParams::default()).await.ok()?.items;
+            items
+                .iter()
+                .all(|d| d.phase().is_terminal())
+                .then_some(items)
+        })
+        .await
     }
 
     /// Events recorded about `name` (events.k8s.io/v1), as (reason, note).
@@ -193,14 +188,44 @@ impl World {
             .collect()
     }
 
-    /// POSTs DigitalOcean applied (initiated an action), per droplet, by type.
-    pub fn applied_posts(&self, droplet: i64) -> Vec<String> {
+    /// Every action POST request sent for `droplet` (applied, refused or failed), by type, in arrival order.
+    pub fn sent_posts(&self, droplet: i64) -> Vec<String> {
+        post_request_types(&self.sim, droplet)
+    }
+
+    /// Actions DigitalOcean started for the operator on `droplet` (one per applied POST; for by-tag POSTs one per
+    /// tagged droplet), by type.
+    pub fn applied_posts_of(&self, droplet: i64) -> Vec<String> {
         self.sim
             .posts_for_droplet(droplet)
             .into_iter()
             .filter(|p| !matches!(p.initiated, do_sim::Initiation::External))
             .map(|p| p.type_)
             .collect()
+    }
+
+    /// The HTTP statuses of the action POST requests for `droplet`, in arrival order.
+    pub fn post_statuses(&self, droplet: i64) -> Vec<u16> {
+        post_requests(&self.sim, droplet)
+            .into_iter()
+            .map(|r| r.status)
+            .collect()
+    }
+
+    /// Asserts that `droplet` got POSTs refused with `refused` (at least one), then exactly one accepted POST and
+    /// nothing after it: retrying a refusal is fine, a second request after an accepted one is a duplicate.
+    pub fn assert_refused_then_one_accepted(&self, droplet: i64, refused: u16) {
+        let statuses = self.post_statuses(droplet);
+        let accepted = statuses.iter().filter(|s| (200..300).contains(*s)).count();
+        assert_eq!(accepted, 1, "droplet {droplet}: POST statuses {statuses:?}");
+        assert!(
+            statuses.last().is_some_and(|s| (200..300).contains(s)),
+            "droplet {droplet}: a POST after the accepted one: {statuses:?}"
+        );
+        assert!(
+            statuses[..statuses.len() - 1].iter().all(|s| *s == refused),
+            "droplet {droplet}: only {refused} refusals before the accepted POST: {statuses:?}"
+        );
     }
 
     pub async fn stop(mut self) {
@@ -243,4 +268,161 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
         recorded.len(),
         "recorded actions that DigitalOcean never started"
     );
+}
+
+/// Every action POST *request* the simulator received for `droplet` (`POST /v2/droplets/{id}/actions`), whether
+/// DigitalOcean applied it, refused it (422, 429, ...) or failed it. Exactly-once means one of these per attempt,
+/// not merely one applied action.
+pub fn post_requests(sim: &SimHandle, droplet: i64) -> Vec<do_sim::RequestRecord> {
+    let path = format!("/v2/droplets/{droplet}/actions");
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == path)
+        .collect()
+}
+
+/// Every by-tag action POST request (`POST /v2/droplets/actions?tag_name=<tag>`), applied or not.
+pub fn tag_post_requests(sim: &SimHandle, tag: &str) -> Vec<do_sim::RequestRecord> {
+    let q = format!("tag_name={tag}");
+    sim.requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST"
+                && r.path == "/v2/droplets/actions"
+                && r.query
+                    .as_deref()
+                    .is_some_and(|s| s.split('&').any(|kv| kv == q))
+        })
+        .collect()
+}
+
+/// The action types of [`post_requests`] for `droplet`, in arrival order.
+pub fn post_request_types(sim: &SimHandle, droplet: i64) -> Vec<String> {
+    post_requests(sim, droplet)
+        .into_iter()
+        .map(|r| r.action_type.unwrap_or_default())
+        .collect()
+}
+
+/// A DropletAction object (not yet created) named `name` in `namespace`.
+pub fn droplet_action(name: &str, namespace: &str, spec: serde_json::Value) -> DropletAction {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "droplet-operator.dev/v1alpha1",
+        "kind": "DropletAction",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .expect("valid DropletAction")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after `timeout`. The timeout is a
+/// generous safety net for a loaded machine, never a performance assertion.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Lists the DropletActions of `api` until every one is in a final phase (and there are `count` of them).
+pub async fn wait_all_final(
+    api: &Api<DropletAction>,
+    count: usize,
+    timeout: Duration,
+) -> Vec<DropletAction> {
+    eventually("every DropletAction in a final phase", timeout, || async {
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        (items.len() == count && items.iter().all(|d| d.phase().is_terminal())).then_some(items)
+    })
+    .await
+}
+
+/// The servers on loopback plus a temporary directory holding a kubeconfig for them and a log file, for tests
+/// that run `droplet-operator run` as a child process.
+pub struct ProcessWorld {
+    pub sim: SimHandle,
+    pub emu: EmuHandle,
+    pub kubeconfig: std::path::PathBuf,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ProcessWorld {
+    pub async fn start(sim_config: SimConfig) -> ProcessWorld {
+        let (sim, emu) = servers(sim_config).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        emu.write_kubeconfig(&kubeconfig, "default")
+            .expect("kubeconfig");
+        ProcessWorld {
+            sim,
+            emu,
+            kubeconfig,
+            log: dir.path().join("operator.log"),
+            _dir: dir,
+        }
+    }
+
+    pub fn api(&self) -> Api<DropletAction> {
+        Api::namespaced(self.emu.client(), "default")
+    }
+
+    /// Starts `droplet-operator run` against the servers with the simulator's token, a 1 s request timeout and
+    /// the test poll scale, appending its stderr to `self.log`; `metrics_port` 0 picks a free port.
+    pub fn spawn(
+        &self,
+        metrics_port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let metrics = format!("127.0.0.1:{metrics_port}");
+        let do_url = self.sim.url().to_string();
+        std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
+            .args([
+                "run",
+                "--do-api-url",
+                &do_url,
+                "--metrics-addr",
+                &metrics,
+                "--do-timeout-seconds",
+                "1",
+                "--poll-scale",
+                "0.05",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
+            .env("RUST_LOG", "droplet_operator=info")
+            // Last, so a test can override the defaults above.
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("spawn droplet-operator")
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn shutdown(&self) {
+        self.emu.shutdown();
+        self.sim.shutdown();
+    }
 }

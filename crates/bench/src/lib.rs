@@ -232,7 +232,7 @@ impl Env {
             state_dir: dir.clone(),
             ..SandboxOptions::default()
         };
-        let sandbox = Sandbox::start(opts).await?;
+        let sandbox = Sandbox::start(opts).await.map_err(|e| e.to_string())?;
         let sim = sandbox
             .sim
             .clone()

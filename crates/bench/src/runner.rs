@@ -412,6 +412,8 @@ pub fn child_main(args: ChildArgs) -> Result<(), String> {
             instance: Some("bench".into()),
             leader_election: None,
         };
-        operator::run(client, cfg, operator::shutdown_signal()).await
+        operator::run(client, cfg, operator::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
     })
 }
