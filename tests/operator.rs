@@ -23,82 +23,9 @@ fn fast() -> SimConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_ends_as_documented_with_each_action_started_once() {
     let world = World::start(fast()).await;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    let examples =
-        droplet_operator::demo::load_examples(std::path::Path::new(dir)).expect("examples");
-    for ex in &examples {
-        let mut obj = ex.resource.clone();
-        obj.metadata.namespace = Some("default".into());
-        world
-            .api()
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("create");
-    }
+    let examples = common::create_examples(&world.api(), "default").await;
     let items = world.wait_all_terminal(Duration::from_secs(60)).await;
-    let mut types = std::collections::BTreeSet::new();
-    for ex in &examples {
-        let name = kube::ResourceExt::name_any(&ex.resource);
-        let da = items
-            .iter()
-            .find(|d| kube::ResourceExt::name_any(*d) == name)
-            .expect("exists");
-        assert_eq!(da.phase(), ex.expect, "{}: {:#?}", ex.file, da.status);
-        if da.phase() == Phase::Succeeded {
-            types.insert(da.spec.type_.as_str());
-            let st = da.status.as_ref().unwrap();
-            assert!(
-                st.actions.iter().all(|a| a.status == "completed"),
-                "{}",
-                ex.file
-            );
-            let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-            assert_eq!(ready.status, "True");
-            assert_eq!(ready.observed_generation, Some(1));
-        }
-    }
-    assert_eq!(types.len(), 16, "all 16 action types succeeded: {types:?}");
-    assert_exactly_once(&items, &world.sim);
-
-    // Snapshots resolve their image.
-    let snap = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "snapshot")
-        .unwrap();
-    let image = snap.status.as_ref().unwrap().actions[0]
-        .snapshot_image_id
-        .expect("snapshot image id");
-    assert!(
-        world.sim.image(image).is_some(),
-        "the image exists on DigitalOcean"
-    );
-    // Tags fan out: one action per tagged droplet, tracked individually.
-    let tag = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "tag-snapshot")
-        .unwrap();
-    let st = tag.status.as_ref().unwrap();
-    assert_eq!(st.droplet_ids, vec![101004, 101005]);
-    assert_eq!(st.actions.len(), 2);
-    assert_eq!(st.action_summary.as_deref(), Some("2/2"));
-    assert!(st.actions.iter().all(|a| a.snapshot_image_id.is_some()));
-    // notAfter in the past: nothing was sent for it.
-    let expired = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "not-after-expired")
-        .unwrap();
-    assert!(expired.status.as_ref().unwrap().actions.is_empty());
-    // Shared droplets ran one action at a time: DigitalOcean never had to refuse a pending event.
-    let busy = world
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.status == 422)
-        .count();
-    assert_eq!(
-        busy, 0,
-        "no 422 pending-event answers: the controller queued per droplet"
-    );
+    common::assert_examples_ended_as_documented(&examples, &items, &world.sim);
     world.stop().await;
 }
 

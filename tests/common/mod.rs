@@ -1,6 +1,8 @@
 //! Test world: the Kubernetes API emulator and the DigitalOcean simulator on loopback, and the real controller.
 #![allow(dead_code)]
 
+pub mod crd_cases;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -164,19 +166,7 @@ impl World {
     }
 
     pub async fn wait_all_terminal(&self, timeout: Duration) -> Vec<DropletAction> {
-        let start = Instant::now();
-        loop {
-            let items = self
-                .api()
-                .list(&ListParams::default())
-                .await
-                .expect("list")
-                .items;
-            if items.iter().all(|d| d.phase().is_terminal()) || start.elapsed() > timeout {
-                return items;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_all_terminal(&self.api(), timeout).await
     }
 
     /// Events recorded about `name` (events.k8s.io/v1), as (reason, note).
@@ -242,5 +232,102 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
         started.len(),
         recorded.len(),
         "recorded actions that DigitalOcean never started"
+    );
+}
+
+/// Creates every example of examples/ in `namespace` (one scenario for the emulator and the real server).
+pub async fn create_examples(
+    api: &Api<DropletAction>,
+    namespace: &str,
+) -> Vec<droplet_operator::demo::Example> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let examples =
+        droplet_operator::demo::load_examples(std::path::Path::new(dir)).expect("examples");
+    for ex in &examples {
+        let mut obj = ex.resource.clone();
+        obj.metadata.namespace = Some(namespace.into());
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("create");
+    }
+    examples
+}
+
+/// Lists `api` until every DropletAction is terminal or `timeout` passed.
+pub async fn wait_all_terminal(api: &Api<DropletAction>, timeout: Duration) -> Vec<DropletAction> {
+    let start = Instant::now();
+    loop {
+        let items = api.list(&ListParams::default()).await.expect("list").items;
+        if items.iter().all(|d| d.phase().is_terminal()) || start.elapsed() > timeout {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every example ended in the phase its `# expect:` line documents, each action started exactly once, snapshots
+/// resolved their image, tags fanned out, notAfter in the past sent nothing, and no droplet was raced.
+pub fn assert_examples_ended_as_documented(
+    examples: &[droplet_operator::demo::Example],
+    items: &[DropletAction],
+    sim: &SimHandle,
+) {
+    let mut types = std::collections::BTreeSet::new();
+    for ex in examples {
+        let name = kube::ResourceExt::name_any(&ex.resource);
+        let da = items
+            .iter()
+            .find(|d| kube::ResourceExt::name_any(*d) == name)
+            .expect("exists");
+        assert_eq!(da.phase(), ex.expect, "{}: {:#?}", ex.file, da.status);
+        if da.phase() == Phase::Succeeded {
+            types.insert(da.spec.type_.as_str());
+            let st = da.status.as_ref().unwrap();
+            assert!(
+                st.actions.iter().all(|a| a.status == "completed"),
+                "{}",
+                ex.file
+            );
+            let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!(ready.status, "True");
+            assert_eq!(ready.observed_generation, Some(1));
+        }
+    }
+    assert_eq!(types.len(), 16, "all 16 action types succeeded: {types:?}");
+    assert_exactly_once(items, sim);
+
+    // Snapshots resolve their image.
+    let snap = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "snapshot")
+        .unwrap();
+    let image = snap.status.as_ref().unwrap().actions[0]
+        .snapshot_image_id
+        .expect("snapshot image id");
+    assert!(
+        sim.image(image).is_some(),
+        "the image exists on DigitalOcean"
+    );
+    // Tags fan out: one action per tagged droplet, tracked individually.
+    let tag = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "tag-snapshot")
+        .unwrap();
+    let st = tag.status.as_ref().unwrap();
+    assert_eq!(st.droplet_ids, vec![101004, 101005]);
+    assert_eq!(st.actions.len(), 2);
+    assert_eq!(st.action_summary.as_deref(), Some("2/2"));
+    assert!(st.actions.iter().all(|a| a.snapshot_image_id.is_some()));
+    // notAfter in the past: nothing was sent for it.
+    let expired = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "not-after-expired")
+        .unwrap();
+    assert!(expired.status.as_ref().unwrap().actions.is_empty());
+    // Shared droplets ran one action at a time: DigitalOcean never had to refuse a pending event.
+    let busy = sim.requests().iter().filter(|r| r.status == 422).count();
+    assert_eq!(
+        busy, 0,
+        "no 422 pending-event answers: the controller queued per droplet"
     );
 }
