@@ -178,7 +178,6 @@ fn start_shared() -> Result<ControlPlane, Unavailable> {
     std::thread::Builder::new()
         .name("real-control-plane".into())
         .spawn(move || {
-            let mut last = String::new();
             let mut result = Err(String::new());
             for attempt in 1..=3 {
                 match start(&apiserver, &etcd) {
@@ -189,12 +188,10 @@ fn start_shared() -> Result<ControlPlane, Unavailable> {
                     Err(e) => {
                         eprintln!("control plane start attempt {attempt} failed: {e}");
                         stop_children();
-                        last = e;
-                        result = Err(last.clone());
+                        result = Err(e);
                     }
                 }
             }
-            let _ = last;
             let _ = tx.send(result);
             loop {
                 std::thread::park();
@@ -287,6 +284,25 @@ fn stop_children() {
     }
 }
 
+/// Directories left by test binaries that were killed (no atexit hook ran): their pid is gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("droplet-operator-k8s-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 struct Tokens {
     admin: String,
     operator: String,
@@ -297,6 +313,7 @@ fn start(apiserver: &Path, etcd: &Path) -> Result<ControlPlane, String> {
     REGISTER.call_once(|| unsafe {
         libc::atexit(at_exit);
     });
+    remove_stale_dirs();
     let dir = std::env::temp_dir().join(format!(
         "droplet-operator-k8s-{}-{}",
         std::process::id(),
