@@ -445,6 +445,21 @@ async fn two_replicas_elect_one_leader_and_a_sigkilled_leader_is_replaced_withou
     );
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("became the leader"), "{text}");
+    // The hard case really happened: POSTs applied by DigitalOcean whose responses were lost, adopted (found on
+    // DigitalOcean and recorded) instead of being sent again.
+    let dropped = (1..=12)
+        .filter(|i| {
+            sim.posts_for_droplet(200000 + i)
+                .iter()
+                .any(|p| p.response_dropped)
+        })
+        .count();
+    let adopted = text.lines().filter(|l| l.contains(" adopted")).count();
+    eprintln!("{dropped} responses dropped after apply, {adopted} adoptions");
+    assert!(
+        dropped > 0 && adopted > 0,
+        "dropped {dropped}, adopted {adopted}"
+    );
     assert_no_forbidden(&log);
     sim.shutdown();
 }
