@@ -407,6 +407,28 @@ pub async fn run(c: &Client, ns: &str) -> Vec<Step> {
         code,
         json!({"holder": v["spec"]["holderIdentity"], "reason": v["reason"]}),
     );
+    let holder_step = async |query: &str, holder: &str| -> (u16, Value) {
+        let (code, v) = send(
+            c,
+            "PATCH",
+            &format!("{leases}/l1?{query}"),
+            apply_ct,
+            Some(&apply_lease(holder)),
+        )
+        .await;
+        (
+            code,
+            json!({"holder": v["spec"]["holderIdentity"], "reason": v["reason"]}),
+        )
+    };
+    let (code, v) = holder_step("fieldManager=replica&force=true", "c").await;
+    step("force-apply the lease holder (manager replica)", code, v);
+    // Two replicas sharing one manager name never conflict: the second silently takes the holder field.
+    let (code, v) = holder_step("fieldManager=replica", "d").await;
+    step("apply another holder under the same manager name", code, v);
+    // Under its own manager name the other replica conflicts unless it forces.
+    let (code, v) = holder_step("fieldManager=replica-2", "e").await;
+    step("apply another holder under a second manager name", code, v);
 
     // Delete, then get.
     let (code, v) = send(c, "DELETE", &format!("{base}/d1"), json_ct, None).await;
