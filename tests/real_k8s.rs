@@ -445,10 +445,20 @@ async fn two_replicas_elect_one_leader_and_a_sigkilled_leader_is_replaced_withou
         b.take().unwrap().kill();
         ("op-a", "op-b")
     };
-    eventually(60, "the standby took the Lease", async || {
-        (holder().await.as_deref() == Some(other)).then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while holder().await.as_deref() != Some(other) {
+        if Instant::now() > deadline {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            let lease = leases.get_opt(lease_name).await.ok().flatten();
+            panic!(
+                "the standby {other} never took the Lease from {first}: {:#?}\n{}",
+                lease.map(|l| (l.spec, l.metadata.managed_fields)),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The killed replica restarts and becomes the standby.
     let _restarted = operator(
         cp,
