@@ -437,6 +437,19 @@ async fn two_replicas_elect_one_leader_and_a_sigkilled_leader_is_replaced_withou
         (sim.actions().len() >= 4).then_some(())
     })
     .await;
+    // One leader at a time: the other replica never believed it held the Lease (with one field manager name
+    // shared by the replicas, both applies succeed on the real server and both "become the leader").
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let leaders: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("became the leader"))
+        .collect();
+    assert_eq!(
+        leaders.len(),
+        1,
+        "split brain before any failover:\n{}",
+        leaders.join("\n")
+    );
     // SIGKILL the leader mid-flight.
     let (other, killed_name) = if first == "op-a" {
         a.take().unwrap().kill();
