@@ -16,9 +16,6 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
-/// The snapshot the simulator seeds on droplet 101005 before any test runs.
-const SEEDED_SNAPSHOT: i64 = 702001;
-
 /// How much later than a 429 a request that was already on its way when the 429 was answered may arrive.
 const IN_FLIGHT: Duration = Duration::from_millis(300);
 
@@ -53,98 +50,9 @@ fn fast() -> SimConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_ends_as_documented_with_each_action_started_once() {
     let world = World::start(fast()).await;
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
-    let examples =
-        droplet_operator::demo::load_examples(std::path::Path::new(dir)).expect("examples");
-    for ex in &examples {
-        let mut obj = ex.resource.clone();
-        obj.metadata.namespace = Some("default".into());
-        world
-            .api()
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("create");
-    }
+    let examples = common::create_examples(&world.api(), "default").await;
     let items = world.wait_all_terminal(Duration::from_secs(60)).await;
-    let mut types = std::collections::BTreeSet::new();
-    for ex in &examples {
-        let name = kube::ResourceExt::name_any(&ex.resource);
-        let da = items
-            .iter()
-            .find(|d| kube::ResourceExt::name_any(*d) == name)
-            .expect("exists");
-        assert_eq!(da.phase(), ex.expect, "{}: {:#?}", ex.file, da.status);
-        if da.phase() == Phase::Succeeded {
-            types.insert(da.spec.type_.as_str());
-            let st = da.status.as_ref().unwrap();
-            assert!(
-                st.actions.iter().all(|a| a.status == "completed"),
-                "{}",
-                ex.file
-            );
-            let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-            assert_eq!(ready.status, "True");
-            assert_eq!(ready.observed_generation, Some(1));
-        }
-    }
-    assert_eq!(types.len(), 16, "all 16 action types succeeded: {types:?}");
-    assert_exactly_once(&items, &world.sim);
-
-    // Snapshots resolve their image.
-    let snap = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "snapshot")
-        .unwrap();
-    let image = snap.status.as_ref().unwrap().actions[0]
-        .snapshot_image_id
-        .expect("snapshot image id");
-    let img = world
-        .sim
-        .image(image)
-        .expect("the image exists on DigitalOcean");
-    assert_ne!(
-        image, SEEDED_SNAPSHOT,
-        "not the snapshot the droplet already had"
-    );
-    assert_eq!(img.name, "db-2-nightly", "the name from spec.name");
-    assert_eq!(img.resource_id, 101005, "taken of the droplet in spec");
-    assert_eq!(img.type_, "snapshot");
-    // Tags fan out: one action per tagged droplet, tracked individually.
-    let tag = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "tag-snapshot")
-        .unwrap();
-    let st = tag.status.as_ref().unwrap();
-    assert_eq!(st.droplet_ids, vec![101004, 101005]);
-    assert_eq!(st.actions.len(), 2);
-    assert_eq!(st.action_summary.as_deref(), Some("2/2"));
-    let mut tag_images = std::collections::BTreeSet::new();
-    for a in &st.actions {
-        let id = a.snapshot_image_id.expect("snapshot image id per droplet");
-        let img = world.sim.image(id).expect("the image exists");
-        assert_eq!(img.name, "db-weekly");
-        assert_eq!(img.resource_id, a.droplet_id, "each droplet's own snapshot");
-        assert!(id != SEEDED_SNAPSHOT && id != image, "a new image: {id}");
-        tag_images.insert(id);
-    }
-    assert_eq!(tag_images.len(), 2, "distinct per droplet");
-    // notAfter in the past: nothing was sent for it.
-    let expired = items
-        .iter()
-        .find(|d| kube::ResourceExt::name_any(*d) == "not-after-expired")
-        .unwrap();
-    assert!(expired.status.as_ref().unwrap().actions.is_empty());
-    // Shared droplets ran one action at a time: DigitalOcean never had to refuse a pending event.
-    let busy = world
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.status == 422)
-        .count();
-    assert_eq!(
-        busy, 0,
-        "no 422 pending-event answers: the controller queued per droplet"
-    );
+    common::assert_examples_ended_as_documented(&examples, &items, &world.sim);
     world.stop().await;
 }
 

@@ -4,6 +4,7 @@
 mod skip;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use skip::{on_path, require_any_tool, require_file, require_tool, skip};
+pub mod crd_cases;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -163,15 +164,7 @@ impl World {
 
     /// Waits until every DropletAction in `default` is in a final phase.
     pub async fn wait_all_terminal(&self, timeout: Duration) -> Vec<DropletAction> {
-        let api = self.api();
-        eventually("every DropletAction in a final phase", timeout, || async {
-            let items = api.list(&ListParams::default()).await.ok()?.items;
-            items
-                .iter()
-                .all(|d| d.phase().is_terminal())
-                .then_some(items)
-        })
-        .await
+        wait_all_terminal(&self.api(), timeout).await
     }
 
     /// Events recorded about `name` (events.k8s.io/v1), as (reason, note).
@@ -425,4 +418,117 @@ impl ProcessWorld {
         self.emu.shutdown();
         self.sim.shutdown();
     }
+}
+
+/// The snapshot the simulator seeds on droplet 101005: a new snapshot must never be mistaken for it.
+pub const SEEDED_SNAPSHOT: i64 = 702001;
+
+/// Creates every example of examples/ in `namespace` (one scenario for the emulator and the real server).
+pub async fn create_examples(
+    api: &Api<DropletAction>,
+    namespace: &str,
+) -> Vec<droplet_operator::demo::Example> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let examples =
+        droplet_operator::demo::load_examples(std::path::Path::new(dir)).expect("examples");
+    for ex in &examples {
+        let mut obj = ex.resource.clone();
+        obj.metadata.namespace = Some(namespace.into());
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("create");
+    }
+    examples
+}
+
+/// Lists `api` until every DropletAction is in a final phase; panics after `timeout`.
+pub async fn wait_all_terminal(api: &Api<DropletAction>, timeout: Duration) -> Vec<DropletAction> {
+    eventually("every DropletAction in a final phase", timeout, || async {
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        items
+            .iter()
+            .all(|d| d.phase().is_terminal())
+            .then_some(items)
+    })
+    .await
+}
+
+/// Every example ended in the phase its `# expect:` line documents, each action started exactly once, snapshots
+/// resolved their image, tags fanned out, notAfter in the past sent nothing, and no droplet was raced.
+pub fn assert_examples_ended_as_documented(
+    examples: &[droplet_operator::demo::Example],
+    items: &[DropletAction],
+    sim: &SimHandle,
+) {
+    let mut types = std::collections::BTreeSet::new();
+    for ex in examples {
+        let name = kube::ResourceExt::name_any(&ex.resource);
+        let da = items
+            .iter()
+            .find(|d| kube::ResourceExt::name_any(*d) == name)
+            .expect("exists");
+        assert_eq!(da.phase(), ex.expect, "{}: {:#?}", ex.file, da.status);
+        if da.phase() == Phase::Succeeded {
+            types.insert(da.spec.type_.as_str());
+            let st = da.status.as_ref().unwrap();
+            assert!(
+                st.actions.iter().all(|a| a.status == "completed"),
+                "{}",
+                ex.file
+            );
+            let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+            assert_eq!(ready.status, "True");
+            assert_eq!(ready.observed_generation, Some(1));
+        }
+    }
+    assert_eq!(types.len(), 16, "all 16 action types succeeded: {types:?}");
+    assert_exactly_once(items, sim);
+
+    // Snapshots resolve their image.
+    let snap = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "snapshot")
+        .unwrap();
+    let image = snap.status.as_ref().unwrap().actions[0]
+        .snapshot_image_id
+        .expect("snapshot image id");
+    let img = sim.image(image).expect("the image exists on DigitalOcean");
+    assert_ne!(
+        image, SEEDED_SNAPSHOT,
+        "not the snapshot the droplet already had"
+    );
+    assert_eq!(img.name, "db-2-nightly", "the name from spec.name");
+    assert_eq!(img.resource_id, 101005, "taken of the droplet in spec");
+    assert_eq!(img.type_, "snapshot");
+    // Tags fan out: one action per tagged droplet, tracked individually.
+    let tag = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "tag-snapshot")
+        .unwrap();
+    let st = tag.status.as_ref().unwrap();
+    assert_eq!(st.droplet_ids, vec![101004, 101005]);
+    assert_eq!(st.actions.len(), 2);
+    assert_eq!(st.action_summary.as_deref(), Some("2/2"));
+    let mut tag_images = std::collections::BTreeSet::new();
+    for a in &st.actions {
+        let id = a.snapshot_image_id.expect("snapshot image id per droplet");
+        let img = sim.image(id).expect("the image exists");
+        assert_eq!(img.name, "db-weekly");
+        assert_eq!(img.resource_id, a.droplet_id, "each droplet's own snapshot");
+        assert!(id != SEEDED_SNAPSHOT && id != image, "a new image: {id}");
+        tag_images.insert(id);
+    }
+    assert_eq!(tag_images.len(), 2, "distinct per droplet");
+    // notAfter in the past: nothing was sent for it.
+    let expired = items
+        .iter()
+        .find(|d| kube::ResourceExt::name_any(*d) == "not-after-expired")
+        .unwrap();
+    assert!(expired.status.as_ref().unwrap().actions.is_empty());
+    // Shared droplets ran one action at a time: DigitalOcean never had to refuse a pending event.
+    let busy = sim.requests().iter().filter(|r| r.status == 422).count();
+    assert_eq!(
+        busy, 0,
+        "no 422 pending-event answers: the controller queued per droplet"
+    );
 }

@@ -80,6 +80,23 @@
 //! - Consistent snapshots for paginated lists (later pages show current state; the continue token
 //!   carries the first page's resourceVersion so a following watch replays the changes).
 //! - `resourceVersion` "too large" waits: a list or watch from a future RV is served immediately.
+//!
+//! # Checked against a real kube-apiserver
+//! `tests/real_k8s.rs` (`the_emulator_answers_like_the_real_server`) sends one request sequence (create, apply with
+//! conflicting managers, status patches with stale and current resourceVersions, selectors, watch from an old
+//! resourceVersion, events, leases, delete) here and to kube-apiserver 1.37.2 and compares status codes and the
+//! fields clients read. Fixed after that comparison: strict unknown fields answer 400 `strict decoding error`
+//! (not 422); writes without `fieldManager` (except apply) are recorded under the User-Agent or `unknown`, so
+//! an apply conflicts with fields a PUT/PATCH wrote, as on the real server (this is what makes a Lease taken over
+//! by apply conflict with the previous holder's update); events.k8s.io/v1 notes over 1024 bytes are 422; CRD
+//! validation (`validation`) reports CEL failures as `Invalid value: <message>` (no value, as 1.37 does), skips
+//! CEL after type/enum/required/length errors with the real `<nil>` "some validation rules were not checked"
+//! cause, and reports CEL failures together with other schema errors (bounds, patterns) like the real server.
+//! Known differences, kept with a reason:
+//! - A watch with a malformed resourceVersion is 500 on the real server, 400 BadRequest here.
+//! - DELETE of a custom resource answers with a Status on the real server; here with the deleted object (what the
+//!   real server does for built-in kinds). Clients (kube's `Either<K, Status>`) accept both.
+//! - The real server enforces RBAC; here requests are only logged (tests/deploy.rs checks them against deploy/).
 
 pub mod admission;
 pub mod apply;

@@ -156,11 +156,53 @@ fn parse_rv(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
+/// Validation of built-in kinds that the real server does and clients trip over: an events.k8s.io/v1 Event's
+/// `note` is at most 1024 **bytes** (Go `len`), reported on the internal field name `message`
+/// (`ValidateEventCreate` in kube-apiserver 1.37; checked in tests/real_k8s.rs).
+fn validate_builtin(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
+    const NOTE_LIMIT: usize = 1024;
+    if res.group == "events.k8s.io" {
+        let note = obj
+            .get("note")
+            .or_else(|| obj.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if note.len() > NOTE_LIMIT {
+            return Err(ApiError::invalid(
+                res,
+                name,
+                &[super::admission::FieldError::new(
+                    "message",
+                    super::admission::FieldErrorReason::Invalid,
+                    format!("Invalid value: \"\": can have at most {NOTE_LIMIT} characters"),
+                )],
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn admission_error(
     res: &ResourceInfo,
     name: &str,
     errs: Vec<super::admission::FieldError>,
 ) -> ApiError {
+    // With fieldValidation=Strict the real server rejects unknown fields while decoding, before any schema
+    // validation: 400 BadRequest "strict decoding error: unknown field ...", not 422 (checked against
+    // kube-apiserver 1.37 in tests/real_k8s.rs).
+    let unknown: Vec<&str> = errs
+        .iter()
+        .filter(|e| e.detail.starts_with("unknown field \""))
+        .map(|e| e.detail.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        return ApiError::new(
+            400,
+            "BadRequest",
+            format!("strict decoding error: {}", unknown.join(", ")),
+            None,
+        );
+    }
     ApiError::invalid(res, name, &errs)
 }
 
@@ -290,6 +332,7 @@ impl Emu {
             return Err(ApiError::already_exists(res, &name));
         }
         normalize_builtin(res, &mut obj);
+        validate_builtin(res, &obj, &name)?;
         let ts = now();
         let scope = scope_of(res, None);
         match managed {

@@ -332,11 +332,14 @@ fn route(emu: &Arc<Emu>, method: &Method, body: &[u8], rec: &mut EmuRequest) -> 
         .next()
         .filter(|s| !s.is_empty())
         .map(String::from);
+    // Like the real server: without fieldManager, every write except apply (which requires one) is recorded under
+    // the User-Agent's first segment, or "unknown" when there is none (kube-rs sends no User-Agent).
+    let is_apply = rec.content_type.starts_with("application/apply-patch");
     let opts = WriteOpts {
-        manager: q.get("fieldManager").cloned().or(if rec.verb == "patch" {
+        manager: q.get("fieldManager").cloned().or(if is_apply {
             None
         } else {
-            ua_manager.clone()
+            Some(ua_manager.clone().unwrap_or_else(|| "unknown".into()))
         }),
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
         strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),

@@ -133,10 +133,36 @@ impl SchemaValidator {
         prune(&self.schema, obj, "", strict, true, &mut errors);
         default_values(&self.schema, obj);
         validate_structure(&self.schema, obj, "", true, &mut errors);
-        if !errors.is_empty() {
+        // As kube-apiserver (hasBlockingErr in the CRD strategy): type, enum, required and length violations stop
+        // CEL evaluation and add a `<nil>` cause saying so; other schema errors (bounds, pattern, format) are
+        // reported together with the CEL rule failures. Checked against 1.37.2 in tests/real_k8s.rs.
+        let blocking = errors.iter().any(|e| {
+            matches!(
+                e.reason,
+                FieldReason::NotSupported
+                    | FieldReason::Required
+                    | FieldReason::TooLong
+                    | FieldReason::TypeInvalid
+            )
+        });
+        if blocking {
+            errors.push(FieldError {
+                field: "<nil>".into(),
+                reason: FieldReason::Invalid,
+                detail: "Invalid value: null: some validation rules were not checked because the object was \
+                         invalid; correct the existing errors to complete validation"
+                    .into(),
+            });
             return Err(errors);
         }
-        self.validate_cel(obj, old)
+        if let Err(cel) = self.validate_cel(obj, old) {
+            errors.extend(cel);
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     /// Only the CEL rules (the object must already be structurally valid).
@@ -149,36 +175,16 @@ impl SchemaValidator {
             Err(errs) => Err(errs
                 .into_vec()
                 .into_iter()
-                .map(|e| {
-                    let field = e.field_path.clone();
-                    let value = value_at(obj, &field)
-                        .map(describe_value)
-                        .unwrap_or_else(|| "null".into());
-                    FieldError {
-                        field,
-                        reason: FieldReason::Invalid,
-                        detail: format!("Invalid value: {value}: {}", e.message),
-                    }
+                // kube-apiserver 1.37 omits the value in CEL failures: `spec: Invalid value: <message>` (older
+                // releases printed the type name, `Invalid value: "object": <message>`).
+                .map(|e| FieldError {
+                    field: e.field_path.clone(),
+                    reason: FieldReason::Invalid,
+                    detail: format!("Invalid value: {}", e.message),
                 })
                 .collect()),
         }
     }
-}
-
-/// The apiserver prints objects and arrays in CEL failures as their type name.
-fn describe_value(v: &Value) -> String {
-    match v {
-        Value::Object(_) => "\"object\"".into(),
-        Value::Array(_) => "\"array\"".into(),
-        other => other.to_string(),
-    }
-}
-
-fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    if path.is_empty() {
-        return Some(obj);
-    }
-    path.split('.').try_fold(obj, |v, seg| v.get(seg))
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -347,6 +353,8 @@ fn validate_structure(
         }
         return;
     }
+    // A wrong type is reported together with an enum violation (kube-openapi runs both validators).
+    let mut wrong_type = false;
     if let Some(expected) = schema.get("type").and_then(Value::as_str)
         && !type_matches(expected, v)
     {
@@ -359,7 +367,7 @@ fn validate_structure(
                 type_name(v)
             ),
         });
-        return;
+        wrong_type = true;
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
         && !allowed.contains(v)
@@ -379,6 +387,9 @@ fn validate_structure(
                 supported.join(", ")
             ),
         });
+        return;
+    }
+    if wrong_type {
         return;
     }
     match v {
@@ -403,6 +414,7 @@ fn validate_structure(
         }
         Value::String(s) => {
             let len = s.chars().count() as u64;
+            // Like kube-openapi's string validator: only the first failing of maxLength, minLength, pattern.
             if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                 && len > max
             {
@@ -411,28 +423,30 @@ fn validate_structure(
                     reason: FieldReason::TooLong,
                     detail: format!("Too long: may not be more than {max} bytes"),
                 });
-            }
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+            } else if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
                 && len < min
             {
                 errors.push(invalid(format!(
                     "Invalid value: {v}: {path} in body should be at least {min} chars long"
                 )));
+            } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+                && regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(s))
+            {
+                errors.push(invalid(format!(
+                    "Invalid value: {v}: {path} in body should match '{pattern}'"
+                )));
             }
-            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
-                match regex::Regex::new(pattern) {
-                    Ok(re) if !re.is_match(s) => errors.push(invalid(format!(
-                        "Invalid value: {v}: {path} in body should match '{pattern}'"
-                    ))),
-                    _ => {}
-                }
-            }
+            // A format violation is a type error for kube-apiserver (and so blocks CEL).
             if schema.get("format").and_then(Value::as_str) == Some("date-time")
                 && s.parse::<jiff::Timestamp>().is_err()
             {
-                errors.push(invalid(format!(
-                    "Invalid value: {v}: {path} in body must be of type date-time: {v}"
-                )));
+                errors.push(FieldError {
+                    field: field.clone(),
+                    reason: FieldReason::TypeInvalid,
+                    detail: format!(
+                        "Invalid value: {v}: {path} in body must be of type date-time: {v}"
+                    ),
+                });
             }
         }
         Value::Object(map) => {
