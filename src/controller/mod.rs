@@ -35,6 +35,7 @@
 pub mod conditions;
 pub mod decide;
 pub mod ordering;
+pub mod policy;
 pub mod reconcile;
 pub mod request;
 pub mod tokens;

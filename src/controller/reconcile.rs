@@ -19,34 +19,14 @@ use super::decide::{
     self, AdoptOutcome, Gate, InitTarget, Input, Next, Note, TokenState, Update,
     adoption_candidates,
 };
+use super::policy::budget_factor;
 use super::tokens::{self, TokenLookup};
 use super::{Context, Error, ordering, request};
 use crate::crd::{DropletAction, DropletActionStatus, FIELD_MANAGER, Phase};
-use crate::digitalocean::{Action, BudgetSnapshot, DoError, PostError, Token};
+use crate::digitalocean::{Action, DoError, PostError, Token};
 
 /// Upper bound of steps in one reconcile (each step is at most one kind of DigitalOcean call).
 const MAX_STEPS: usize = 16;
-
-/// How much to stretch polling when the rate budget runs low.
-pub fn budget_factor(b: &BudgetSnapshot) -> f64 {
-    let frac = |rem: u32, lim: u32| {
-        if lim == 0 {
-            1.0
-        } else {
-            f64::from(rem) / f64::from(lim)
-        }
-    };
-    let left = frac(b.remaining_minute, b.limit_minute).min(frac(b.remaining_hour, b.limit_hour));
-    if left < 0.1 {
-        8.0
-    } else if left < 0.25 {
-        4.0
-    } else if left < 0.5 {
-        2.0
-    } else {
-        1.0
-    }
-}
 
 /// RFC 7386 merge patch that turns `old` into `new` (removed keys become null).
 pub fn merge_diff(old: &Value, new: &Value) -> Value {
@@ -539,30 +519,6 @@ pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn budget(remaining_minute: u32, remaining_hour: u32) -> BudgetSnapshot {
-        BudgetSnapshot {
-            remaining_minute,
-            remaining_hour,
-            limit_minute: 240,
-            limit_hour: 4800,
-            blocked_until: None,
-            server_reset: None,
-        }
-    }
-
-    #[test]
-    fn polling_stretches_as_either_rate_window_runs_low() {
-        assert_eq!(budget_factor(&budget(240, 4800)), 1.0);
-        assert_eq!(budget_factor(&budget(100, 4800)), 2.0);
-        assert_eq!(budget_factor(&budget(50, 4800)), 4.0);
-        assert_eq!(budget_factor(&budget(10, 4800)), 8.0);
-        assert_eq!(
-            budget_factor(&budget(240, 400)),
-            8.0,
-            "the hourly window counts too"
-        );
-    }
 
     #[test]
     fn status_patches_null_out_removed_fields_and_keep_unchanged_ones_out() {
