@@ -558,6 +558,23 @@ pub struct PendingInitiation {
     /// The droplets the request may act on (for tagName: the droplets that had the tag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub droplet_ids: Vec<i64>,
+    /// The highest DigitalOcean action ID listed before the request was sent. DigitalOcean action IDs only
+    /// grow, so an action this request started has a higher ID; older ones are never adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
+    /// When the send attempt ended without a known outcome (timeout, dropped connection, 5xx). The window in
+    /// which a late action may still appear is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_ended_at: Option<Time>,
+    /// True when the window passed without the action appearing: the controller stops (reason
+    /// InitiationUncertain) until the droplet-operator.dev/resend or droplet-operator.dev/adopt-action-id
+    /// annotation says what happened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
+    /// True when this intent re-sends an uncertain one (droplet-operator.dev/resend): a 422 "pending event"
+    /// then means the earlier request may be running, and the controller looks for it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 /// Backoff state for transient failures.

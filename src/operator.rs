@@ -96,6 +96,8 @@ pub async fn run(
     let mut lost_leadership = None;
     let mut lease_task = None;
     let mut release: Option<tokio::sync::oneshot::Sender<()>> = None;
+    // Checked by the controller right before every DigitalOcean POST: a replica that lost the Lease never sends.
+    let mut is_leader: Option<Arc<AtomicBool>> = None;
     if let Some(le) = &cfg.leader_election {
         let duration = le.lease_duration_seconds.max(2);
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &le.lease_name)
@@ -103,7 +105,8 @@ pub async fn run(
             .with_identity(&le.identity)
             .with_duration(duration)
             .with_grace((duration / 3).max(1))
-            .with_field_manager(crate::crd::FIELD_MANAGER)
+            // Each replica its own field manager: with a shared one, two replicas could both take an expired Lease.
+            .with_field_manager(format!("{}-{}", crate::crd::FIELD_MANAGER, le.identity))
             .build()
             .await
             .map_err(|e| format!("cannot use Lease {}/{}: {e}", le.namespace, le.lease_name))?;
@@ -121,6 +124,8 @@ pub async fn run(
             }
         }
         info!(identity = %le.identity, "became the leader");
+        let flag = Arc::new(AtomicBool::new(true));
+        is_leader = Some(flag.clone());
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let (release_tx, mut release_rx) = tokio::sync::oneshot::channel::<()>();
         lost_leadership = Some(lost_rx);
@@ -129,9 +134,13 @@ pub async fn run(
             // Holding `leader` keeps the Lease renewed; dropping it (when this task ends) releases the Lease.
             loop {
                 tokio::select! {
-                    _ = &mut release_rx => return,
+                    _ = &mut release_rx => {
+                        flag.store(false, Ordering::SeqCst);
+                        return;
+                    }
                     changed = leader.changed() => {
                         if changed.is_err() || !*leader.borrow_and_update() {
+                            flag.store(false, Ordering::SeqCst);
                             let _ = lost_tx.send(());
                             return;
                         }
@@ -163,6 +172,7 @@ pub async fn run(
         decide: controller::decide::DecideConfig::for_timeout(cfg.do_timeout, cfg.poll_scale),
         default_token: cfg.default_token.clone(),
         instance: cfg.instance.clone(),
+        leader: is_leader,
     };
     info!(
         api = %cfg.do_api_url,

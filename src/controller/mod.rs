@@ -2,22 +2,62 @@
 //!
 //! # Exactly once
 //! DigitalOcean has no idempotency key for droplet actions: a repeated `POST .../actions` starts the action
-//! again. The controller therefore never sends an initiation twice for the same attempt, even when it crashes
-//! or loses a response:
+//! again. And DigitalOcean is slow and eventually consistent: a POST may be applied seconds after our request
+//! timed out, lists may omit actions for a while, `started_at` comes from a clock that is not ours, and other
+//! clients (doctl, the console) start actions on the same droplets. The controller therefore never sends a
+//! second initiation for an attempt on its own; it either *knows* the outcome, *finds* the action, or *stops
+//! and asks*. Every initiation follows one protocol ([`reconcile`]'s `initiate`, decisions in [`decide`]):
 //!
-//! 1. Before sending, it writes the *intent* (`status.pendingInitiation`: attempt, type, droplets, time) with a
-//!    `resourceVersion` precondition. If that write fails, nothing was sent. Two controller instances cannot
-//!    both record the same intent: the second write conflicts (409) and re-reads.
-//! 2. It sends the request. The DigitalOcean client never re-sends a request that may have been applied
-//!    (timeouts, dropped connections, 5xx): it reports the outcome as *ambiguous* instead.
-//! 3. Right after a response it records the returned action IDs and clears the intent.
+//! 1. **Watermark.** Right before, it lists the droplet's newest actions (for a tag: the account's) and keeps
+//!    the highest action ID. DigitalOcean action IDs only grow, so an action our request starts has a higher ID
+//!    than anything listed before the send. A lagging list only lowers the watermark, which never hides ours.
+//! 2. **Rate-budget slot.** It reserves the request's slot in the token's budget before the intent, so no budget
+//!    wait sits between the intent and the send.
+//! 3. **Intent.** It writes `status.pendingInitiation` (attempt, type, droplets, watermark, time) with a
+//!    `resourceVersion` precondition. If that write fails, nothing was sent. Two replicas cannot both record the
+//!    intent: the second write conflicts (409).
+//! 4. **Leadership.** Right before the send it checks that this replica still holds the Lease (each replica
+//!    renews it under its own field manager, `droplet-operator-<identity>`); if not, it withdraws the intent
+//!    and sends nothing. A new leader never sends an old intent: it looks for its action (5).
+//! 5. **Send.** The client never re-sends a request that may have been applied (timeout, dropped connection,
+//!    5xx): it reports the outcome as *ambiguous*. A known outcome is written at once: the returned action
+//!    IDs, or the refusal. A 409 on that write re-reads the object and writes again: IDs are never dropped.
+//!    An ambiguous outcome records `sendEndedAt` and the request is looked for (6).
+//! 6. **Adoption.** An intent without IDs (ambiguous outcome, or the process died after 3) is resolved by
+//!    listing the droplets' actions: the earliest action of the intent's type with an ID above the watermark,
+//!    on one of its droplets, claimed by no DropletAction, is adopted. No clock is compared, so skew does not
+//!    matter. It keeps looking for [`policy::ADOPT_WINDOW`] (120 s, scaled by `--poll-scale`) after the send
+//!    ended (when no end was recorded: after the intent plus the request timeout), long enough for a late
+//!    commit and a lagging list.
+//! 7. **Uncertain.** When the window passes with nothing found, the controller does not guess "nothing
+//!    started": the resource stops with reason `InitiationUncertain` (Stalled=True, a Warning event) and a
+//!    message saying what was looked for and how to check. The user resolves it with an annotation:
+//!    `droplet-operator.dev/adopt-action-id: "<id>"` adopts that action (checked: same type, same droplet,
+//!    unclaimed), `droplet-operator.dev/resend: "true"` sends the request again as the same attempt. The
+//!    controller removes the annotation before acting on it, so it is used once. A deadline still ends the
+//!    resource, saying the action may run.
+//! 8. **Busy after ambiguity.** A re-send refused with 422 "pending event" means the first request may be what
+//!    keeps the droplet busy: the controller looks for it again (6) instead of backing off and re-sending.
 //!
-//! A reconcile that finds an intent without IDs (the process died between 1 and 3, or the response was lost)
-//! *adopts* instead of re-sending: it lists the droplet's actions (for a tag: each tagged droplet's) and takes
-//! over the action of the intent's type that started at or after the intent time (less a clock-skew allowance)
-//! and that no DropletAction has claimed yet. Only when no such action has appeared by the end of a grace period
-//! (the request timeout plus a margin, after which no request of ours can still be in flight) is it certain that
-//! nothing started, and the request is sent again under a fresh intent.
+//! Remaining risk, stated: a foreign action of the same type on the same droplet that started after the
+//! watermark list but before our request was applied can be taken for ours when our request was lost; the
+//! droplet lock (one action at a time) makes that window short, and no duplicate initiation can follow from it.
+//!
+//! # States
+//! [`decide::state_of`] derives one [`decide::State`] from spec, status and clock; one function per state
+//! returns the next step ([`decide::Next`]); [`reconcile`] performs its IO and feeds the result back.
+//!
+//! | State | What happens | Next |
+//! |---|---|---|
+//! | `Finished` | Succeeded/Failed/Expired: wait for `ttlSecondsAfterFinished`, then delete | — |
+//! | `DeadlinePassed` | Failed `DeadlineExceeded`; names actions and uncertain requests that may still run | `Finished` |
+//! | `NotAfterPassed` | nothing was sent: Expired `NotAfterPassed` | `Finished` |
+//! | `NoToken` | `TokenNotFound` (Warning once), re-check every 15 s | any |
+//! | `ResolvingTag` | list the tagged droplets; none: Failed `NoDropletsWithTag` | `New` |
+//! | `New` | queued behind another DropletAction (`WaitingForDroplet`), or backing off, or initiate (protocol above) | `Active`, `Initiating`, `New` (refused: `DropletBusy`/`Retrying`), `Finished` (permanent error) |
+//! | `Initiating` | an intent without IDs: look for its action above the watermark (`Adopting`) | `Active` (adopted), `Uncertain` (window passed) |
+//! | `Uncertain` | `InitiationUncertain`, Stalled: wait for the adopt or resend annotation | `Active`, `Initiating` |
+//! | `Active` | poll actions in flight (batched), resolve snapshot images (bounded), check a shutdown's power state, send the power_off fallback (`powerOffAfterSeconds` passed and the shutdown not finished, or it errored), retry an errored attempt (`backoffLimit`); unknown DigitalOcean status: `UnknownActionStatus`, polled, bounded | `Active`, `Initiating` (retry / fallback), `Finished` |
 //!
 //! # Per-droplet ordering
 //! See [`ordering`]: one DropletAction works on a droplet at a time, in creation order. A droplet busy with an
@@ -29,8 +69,8 @@
 //! slows down as the budget runs low.
 //!
 //! # Structure
-//! [`decide`] holds every decision as pure functions of (spec, status, clock, observations); [`reconcile`]
-//! performs the IO those decisions ask for.
+//! [`decide`] holds every decision as pure functions of (spec, status, clock, observations), one file per step;
+//! [`policy`] every timing; [`reconcile`] performs the IO those decisions ask for and decides nothing.
 
 pub mod conditions;
 pub mod decide;
@@ -103,6 +143,17 @@ pub struct Context {
     pub synced: Vec<Arc<AtomicBool>>,
     /// UIDs of resources this controller finished; the caches may lag behind their final status.
     pub finished: std::sync::Mutex<std::collections::BTreeMap<String, ObjectRef<DropletAction>>>,
+    /// With leader election: true while this replica holds the Lease.
+    pub leader: Option<Arc<AtomicBool>>,
+}
+
+impl Context {
+    /// Whether this replica may send to DigitalOcean: it holds the Lease (or runs without leader election).
+    pub fn is_leader(&self) -> bool {
+        self.leader
+            .as_ref()
+            .is_none_or(|l| l.load(Ordering::SeqCst))
+    }
 }
 
 /// How to run the controller.
@@ -118,6 +169,8 @@ pub struct RunOptions {
     pub default_token: Option<Token>,
     /// Reporter instance (pod name) for events.
     pub instance: Option<String>,
+    /// With leader election: true while this replica holds the Lease (None: no leader election).
+    pub leader: Option<Arc<AtomicBool>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -192,6 +245,7 @@ pub async fn run(
         wake: wake_tx,
         metrics: metrics.clone(),
         finished: Default::default(),
+        leader: options.leader.clone(),
     });
 
     // Fan wake-ups out to every namespace's controller; each picks its own.

@@ -5,13 +5,39 @@ use std::time::Duration;
 use crate::crd::ActionType;
 use crate::digitalocean::BudgetSnapshot;
 
+/// Default of [`DecideConfig::adopt_window`]: how long after a send attempt ended without a known outcome an
+/// action it started may still show up in DigitalOcean's lists. Covers a request applied late (after our
+/// timeout) and lists that lag behind by tens of seconds.
+pub const ADOPT_WINDOW: Duration = Duration::from_secs(120);
+/// How often to list a droplet's actions while looking for the action of an uncertain send.
+pub const ADOPT_POLL: Duration = Duration::from_secs(3);
+/// First look after an ambiguous send.
+pub const ADOPT_FIRST_LOOK: Duration = Duration::from_secs(2);
+/// Without a deadline, how long an action whose DigitalOcean status is not one we know is polled before the
+/// resource fails.
+pub const UNKNOWN_STATUS_LIMIT: Duration = Duration::from_secs(3600);
+/// How long after a snapshot completed its image is looked for before the resource ends without the image ID.
+pub const SNAPSHOT_SEARCH_LIMIT: Duration = Duration::from_secs(600);
+/// Pages of a droplet's snapshots searched for the new image.
+pub const SNAPSHOT_SEARCH_PAGES: u32 = 10;
+/// Pages of a droplet's action list read when looking for the action of an uncertain send.
+pub const ADOPT_LIST_PAGES: u32 = 2;
+/// Actions read for the watermark (the newest ones; DigitalOcean lists newest first).
+pub const WATERMARK_PER_PAGE: u32 = 50;
+
 /// Tunables of the decision logic.
 #[derive(Clone, Debug)]
 pub struct DecideConfig {
-    /// After recording an intent, how long a missing DigitalOcean action may still appear (the request timeout
-    /// plus a margin). Only after this is it certain that nothing started, and the request is sent again.
-    pub adopt_grace: Duration,
-    /// Clock-skew allowance when matching an action's `started_at` against the recorded intent time.
+    /// Timeout of one DigitalOcean request: an intent whose send never recorded an end (the process died) may
+    /// have a request in flight until `requested_at + request_timeout`.
+    pub request_timeout: Duration,
+    /// After a send attempt ended without a known outcome, how long its action may still appear. Only an
+    /// action with an ID above the intent's watermark found within this window is adopted; after it the
+    /// resource stops with reason InitiationUncertain (it never guesses "nothing started").
+    pub adopt_window: Duration,
+    /// Interval of the adoption lookups.
+    pub adopt_poll: Duration,
+    /// Clock-skew allowance for intents recorded before watermarks existed (matched by `started_at`).
     pub adopt_skew: Duration,
     /// Multiplies every poll interval (1.0 in production; smaller in tests against a fast simulator).
     pub poll_scale: f64,
@@ -23,39 +49,47 @@ pub struct DecideConfig {
     pub busy_max: Duration,
     /// How often to re-check while waiting for a token or for another DropletAction on the same droplet.
     pub recheck: Duration,
+    /// See [`UNKNOWN_STATUS_LIMIT`].
+    pub unknown_status_limit: Duration,
+    /// See [`SNAPSHOT_SEARCH_LIMIT`].
+    pub snapshot_search_limit: Duration,
 }
 
 impl Default for DecideConfig {
     fn default() -> Self {
         DecideConfig {
-            adopt_grace: Duration::from_secs(45),
+            request_timeout: Duration::from_secs(30),
+            adopt_window: ADOPT_WINDOW,
+            adopt_poll: ADOPT_POLL,
             adopt_skew: Duration::from_secs(60),
             poll_scale: 1.0,
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
             busy_max: Duration::from_secs(60),
             recheck: Duration::from_secs(15),
+            unknown_status_limit: UNKNOWN_STATUS_LIMIT,
+            snapshot_search_limit: SNAPSHOT_SEARCH_LIMIT,
         }
     }
 }
 
 impl DecideConfig {
     /// Settings for a DigitalOcean request timeout, with every wait and poll interval multiplied by `poll_scale`
-    /// (1.0 against DigitalOcean; smaller against a fast simulator).
+    /// (1.0 against DigitalOcean; smaller against a fast simulator), the adoption window included.
     pub fn for_timeout(request_timeout: Duration, poll_scale: f64) -> DecideConfig {
         let defaults = DecideConfig::default();
         let scale = poll_scale.clamp(0.001, 1000.0);
         DecideConfig {
-            // After this long no request of ours can still be on its way to DigitalOcean.
-            adopt_grace: request_timeout
-                + Duration::from_secs(5)
-                    .mul_f64(scale.min(1.0))
-                    .max(Duration::from_millis(500)),
+            request_timeout,
+            adopt_window: ADOPT_WINDOW.mul_f64(scale),
+            adopt_poll: ADOPT_POLL.mul_f64(scale).max(Duration::from_millis(50)),
             poll_scale,
             recheck: defaults.recheck.mul_f64(scale),
             retry_base: defaults.retry_base.mul_f64(scale),
             retry_max: defaults.retry_max.mul_f64(scale),
             busy_max: defaults.busy_max.mul_f64(scale),
+            unknown_status_limit: UNKNOWN_STATUS_LIMIT.mul_f64(scale),
+            snapshot_search_limit: SNAPSHOT_SEARCH_LIMIT.mul_f64(scale),
             ..defaults
         }
     }

@@ -175,6 +175,21 @@ impl fmt::Debug for ClientConfig {
 }
 
 /// Route templates (low-cardinality metric labels).
+/// A slot of a token's rate budget taken by [`DoClient::reserve_post`] for one POST. Dropping it unused wastes
+/// the slot (the budget is a count of requests per window).
+pub struct PostSlot {
+    auth: HeaderValue,
+    fingerprint: String,
+}
+
+impl fmt::Debug for PostSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostSlot")
+            .field("token", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
 mod route {
     pub const POST_DROPLET_ACTION: &str = "POST /v2/droplets/{id}/actions";
     pub const POST_TAG_ACTION: &str = "POST /v2/droplets/actions?tag_name={tag}";
@@ -601,7 +616,7 @@ impl DoClient {
         Ok(items)
     }
 
-    /// POST with the safety rule from the module docs.
+    /// POST with the safety rule from the module docs. `slot`, when given, pays for the first attempt.
     async fn post(
         &self,
         token: &Token,
@@ -609,16 +624,20 @@ impl DoClient {
         url: Url,
         body: &serde_json::Value,
         scope_hint: &'static str,
+        mut slot: Option<PostSlot>,
     ) -> Result<(Bytes, HeaderMap), PostError> {
         let policy = self.inner.cfg.post_retry;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= policy.max_attempts;
-            let auth = self
-                .reserve(token, route)
-                .await
-                .map_err(PostError::not_applied)?;
+            let auth = match slot.take() {
+                Some(s) if s.fingerprint == token.fingerprint() => s.auth,
+                _ => self
+                    .reserve(token, route)
+                    .await
+                    .map_err(PostError::not_applied)?,
+            };
             match self
                 .send(token, auth, route, Method::POST, url.clone(), Some(body))
                 .await
@@ -683,9 +702,32 @@ impl DoClient {
         ))
     }
 
+    /// Takes a slot of the token's rate budget for one POST now (waiting for it like any request), so that the
+    /// POST sent later with it does not wait: the controller reserves before recording an intent, and no budget
+    /// wait sits between the intent and the request.
+    pub async fn reserve_post(&self, token: &Token) -> Result<PostSlot, DoError> {
+        let auth = self.reserve(token, route::POST_DROPLET_ACTION).await?;
+        Ok(PostSlot {
+            auth,
+            fingerprint: token.fingerprint(),
+        })
+    }
+
     /// `POST /v2/droplets/{id}/actions`. See the module docs for the POST-safety rule.
     pub async fn post_droplet_action(
         &self,
+        token: &Token,
+        droplet_id: i64,
+        req: &ActionRequest,
+    ) -> Result<Action, PostError> {
+        self.post_droplet_action_in(None, token, droplet_id, req)
+            .await
+    }
+
+    /// [`DoClient::post_droplet_action`], paid with a slot from [`DoClient::reserve_post`].
+    pub async fn post_droplet_action_in(
+        &self,
+        slot: Option<PostSlot>,
         token: &Token,
         droplet_id: i64,
         req: &ActionRequest,
@@ -704,6 +746,7 @@ impl DoClient {
                 url,
                 &req.body(),
                 req.scope_hint(),
+                slot,
             )
             .await?;
         decode_key::<Action>(&body, "action")
@@ -714,6 +757,17 @@ impl DoClient {
     /// action per tagged droplet.
     pub async fn post_tag_action(
         &self,
+        token: &Token,
+        tag: &str,
+        req: &ActionRequest,
+    ) -> Result<Vec<Action>, PostError> {
+        self.post_tag_action_in(None, token, tag, req).await
+    }
+
+    /// [`DoClient::post_tag_action`], paid with a slot from [`DoClient::reserve_post`].
+    pub async fn post_tag_action_in(
+        &self,
+        slot: Option<PostSlot>,
         token: &Token,
         tag: &str,
         req: &ActionRequest,
@@ -735,6 +789,7 @@ impl DoClient {
                 url,
                 &body,
                 req.tag_scope_hint(),
+                slot,
             )
             .await?;
         decode_key::<Vec<Action>>(&bytes, "actions")

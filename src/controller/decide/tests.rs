@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
 use super::*;
+use crate::controller::policy::{backoff, poll_interval};
 use crate::crd::{DropletActionSpec, DropletActionStatus, Phase};
 use crate::digitalocean::{Action, ActionStatus, Applied, DoError, ErrorKind, PostError};
 
@@ -34,10 +35,11 @@ fn input<'a>(
         status,
         generation: 1,
         now,
-        token: TokenState::Available,
+        token: TokenState::Available(crate::digitalocean::Token::new("t")),
         gate: Gate::Free,
         budget_factor: 1.0,
         tracked: false,
+        resolution: Resolution::None,
         config,
     }
 }
@@ -231,6 +233,10 @@ fn adoption_takes_the_matching_unclaimed_action() {
         requested_at: Time(t(100)),
         sent: false,
         droplet_ids: vec![7],
+        watermark: None,
+        send_ended_at: None,
+        uncertain: false,
+        resend: false,
     };
     let listed = vec![
         action(10, 7, "reboot", ActionStatus::Completed, t(0)), // long before the intent
@@ -265,7 +271,7 @@ fn adoption_takes_the_matching_unclaimed_action() {
 }
 
 #[test]
-fn without_a_match_it_waits_out_the_grace_period_then_initiates_again() {
+fn without_a_match_it_waits_out_the_window_then_stops_uncertain_and_never_resends_by_itself() {
     let s = spec(json!({"type": "reboot", "dropletId": 7}));
     let c = cfg();
     let init = expect_initiate(decide(&input(
@@ -275,7 +281,7 @@ fn without_a_match_it_waits_out_the_grace_period_then_initiates_again() {
         &c,
     )));
     let intent = init.intent_status.pending_initiation.clone().unwrap();
-    // Within the grace period a request could still arrive at DigitalOcean.
+    // Within the window a request could still arrive at DigitalOcean, or a lagging list still show it.
     match after_adopt(&input(&s, &init.intent_status, t(10), &c), &intent, &[]) {
         AdoptOutcome::Wait(u) => {
             assert!(u.status.pending_initiation.is_some());
@@ -283,15 +289,383 @@ fn without_a_match_it_waits_out_the_grace_period_then_initiates_again() {
         }
         other => panic!("expected to wait, got {other:?}"),
     }
-    // After it, nothing started for certain: clear the intent and initiate again.
-    let later = t(c.adopt_grace.as_secs() as i64 + 1);
-    let st = match after_adopt(&input(&s, &init.intent_status, later, &c), &intent, &[]) {
-        AdoptOutcome::NothingStarted(st) => st,
-        other => panic!("expected nothing started, got {other:?}"),
+    // No send end was recorded (the process died while sending): the window starts after the request timeout.
+    let end = window_end(&intent, &c);
+    assert_eq!(
+        end,
+        t((c.request_timeout + c.adopt_window).as_secs() as i64)
+    );
+    let later = t(end.as_second() - t(0).as_second() + 1);
+    let u = match after_adopt(&input(&s, &init.intent_status, later, &c), &intent, &[]) {
+        AdoptOutcome::Uncertain(u) => u,
+        other => panic!("expected uncertain, got {other:?}"),
     };
-    assert!(st.pending_initiation.is_none());
-    let again = expect_initiate(decide(&input(&s, &st, later, &c)));
-    assert_eq!(again.attempt, 1, "a re-sent initiation is the same attempt");
+    let p = u
+        .status
+        .pending_initiation
+        .clone()
+        .expect("the intent stays");
+    assert!(p.uncertain);
+    assert_eq!(u.status.reason.as_deref(), Some("InitiationUncertain"));
+    assert_eq!(
+        (cond(&u.status, "Stalled"), cond(&u.status, "Reconciling")),
+        ("True", "False")
+    );
+    let msg = u.status.message.clone().unwrap();
+    assert!(msg.contains("droplet-operator.dev/resend=true"), "{msg}");
+    assert!(
+        msg.contains("droplet-operator.dev/adopt-action-id"),
+        "{msg}"
+    );
+    assert_eq!(u.note.as_ref().map(|n| n.warning), Some(true));
+    assert_eq!(
+        u.requeue, None,
+        "without a deadline only an annotation wakes it"
+    );
+    // Without an annotation nothing is sent, however late.
+    let next = decide(&input(&s, &u.status, t(100_000), &c));
+    assert!(
+        matches!(&next, Next::Update(x) if x.status.pending_initiation.as_ref().is_some_and(|p| p.uncertain)),
+        "{next:?}"
+    );
+    // The resend annotation sends it again: the same attempt, keeping the watermark of the first request.
+    let mut st = u.status.clone();
+    st.pending_initiation.as_mut().unwrap().watermark = Some(40);
+    let mut i = input(&s, &st, t(100_001), &c);
+    i.resolution = Resolution::Resend;
+    let mut again = expect_initiate(decide(&i));
+    assert_eq!((again.attempt, again.resend), (1, true));
+    again.set_watermark(90);
+    let p = again.intent_status.pending_initiation.clone().unwrap();
+    assert_eq!(
+        (p.watermark, p.resend, p.uncertain),
+        (Some(40), true, false)
+    );
+}
+
+#[test]
+fn the_window_runs_from_the_end_of_the_send_not_from_the_intent() {
+    let c = cfg();
+    let intent = crate::crd::PendingInitiation {
+        attempt: 1,
+        type_: "reboot".into(),
+        requested_at: Time(t(0)),
+        sent: true,
+        droplet_ids: vec![7],
+        watermark: Some(10),
+        // A slow send: it ended 500 s after the intent.
+        send_ended_at: Some(Time(t(500))),
+        uncertain: false,
+        resend: false,
+    };
+    assert_eq!(
+        window_end(&intent, &c),
+        t(500 + c.adopt_window.as_secs() as i64)
+    );
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let st = DropletActionStatus {
+        pending_initiation: Some(intent.clone()),
+        phase: Some(Phase::Pending),
+        ..Default::default()
+    };
+    assert!(matches!(
+        after_adopt(&input(&s, &st, t(510), &c), &intent, &[]),
+        AdoptOutcome::Wait(_)
+    ));
+}
+
+#[test]
+fn adoption_by_watermark_ignores_older_actions_whatever_the_clocks_say() {
+    let intent = crate::crd::PendingInitiation {
+        attempt: 1,
+        type_: "reboot".into(),
+        requested_at: Time(t(100)),
+        sent: true,
+        droplet_ids: vec![7],
+        watermark: Some(20),
+        send_ended_at: Some(Time(t(101))),
+        uncertain: false,
+        resend: false,
+    };
+    let listed = vec![
+        // Started "after" the intent by DigitalOcean's skewed clock, but listed before the send: not ours.
+        action(19, 7, "reboot", ActionStatus::Completed, t(400)),
+        action(20, 7, "reboot", ActionStatus::Completed, t(400)),
+        // Newer than the watermark, but DigitalOcean's clock runs 10 minutes behind: ours all the same.
+        action(23, 7, "reboot", ActionStatus::InProgress, t(-500)),
+        action(25, 7, "reboot", ActionStatus::InProgress, t(-400)),
+    ];
+    let found = adoption_candidates(&intent, &listed, &BTreeSet::new(), Duration::from_secs(60));
+    assert_eq!(
+        found.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![23],
+        "the earliest newer action"
+    );
+    let claimed: BTreeSet<i64> = [23].into_iter().collect();
+    let found = adoption_candidates(&intent, &listed, &claimed, Duration::from_secs(60));
+    assert_eq!(
+        found.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![25],
+        "never a claimed one"
+    );
+    assert_eq!(watermark_of(&listed), 25);
+    assert_eq!(watermark_of(&[]), 0);
+}
+
+#[test]
+fn a_resend_refused_as_busy_looks_for_the_first_request_again() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let c = cfg();
+    let mut st = DropletActionStatus {
+        phase: Some(Phase::Pending),
+        ..Default::default()
+    };
+    st.pending_initiation = Some(crate::crd::PendingInitiation {
+        attempt: 1,
+        type_: "reboot".into(),
+        requested_at: Time(t(0)),
+        sent: true,
+        droplet_ids: vec![7],
+        watermark: Some(30),
+        send_ended_at: Some(Time(t(1))),
+        uncertain: true,
+        resend: false,
+    });
+    let mut i = input(&s, &st, t(1000), &c);
+    i.resolution = Resolution::Resend;
+    let mut init = expect_initiate(decide(&i));
+    init.set_watermark(35);
+    let busy = DoError::from_parts(
+        ErrorKind::DropletBusy,
+        Some(422),
+        Some("unprocessable_entity"),
+        "Droplet already has a pending event.",
+        None,
+        None,
+    );
+    let u = after_post(
+        &input(&s, &init.intent_status, t(1001), &c),
+        &init,
+        Err(PostError::new(busy, Applied::NotApplied)),
+    );
+    let p = u
+        .status
+        .pending_initiation
+        .clone()
+        .expect("looks again, does not drop the intent");
+    assert_eq!((p.watermark, p.uncertain, p.sent), (Some(30), false, true));
+    assert_eq!(p.send_ended_at, Some(Time(t(1001))));
+    assert!(u.status.retry.is_none(), "no back-off-and-resend");
+    assert!(matches!(
+        decide(&input(&s, &u.status, t(1002), &c)),
+        Next::Adopt(_)
+    ));
+}
+
+#[test]
+fn an_adopt_annotation_adopts_only_a_fitting_action() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let c = cfg();
+    let intent = crate::crd::PendingInitiation {
+        attempt: 1,
+        type_: "reboot".into(),
+        requested_at: Time(t(0)),
+        sent: true,
+        droplet_ids: vec![7],
+        watermark: Some(30),
+        send_ended_at: Some(Time(t(1))),
+        uncertain: true,
+        resend: false,
+    };
+    let st = DropletActionStatus {
+        phase: Some(Phase::Pending),
+        pending_initiation: Some(intent.clone()),
+        ..Default::default()
+    };
+    let mut i = input(&s, &st, t(1000), &c);
+    i.resolution = Resolution::Adopt(44);
+    match decide(&i) {
+        Next::AdoptGiven(g) => assert_eq!(g.action_id, 44),
+        other => panic!("expected adoption of the named action, got {other:?}"),
+    }
+    let none = BTreeSet::new();
+    let ok = after_adopt_given(
+        &i,
+        &intent,
+        44,
+        Ok(action(44, 7, "reboot", ActionStatus::Completed, t(0))),
+        &none,
+    );
+    assert_eq!(
+        ok.status.actions.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![44]
+    );
+    assert!(ok.status.pending_initiation.is_none());
+    for (a, claimed, why) in [
+        (
+            action(44, 8, "reboot", ActionStatus::Completed, t(0)),
+            none.clone(),
+            "droplet 8",
+        ),
+        (
+            action(44, 7, "power_off", ActionStatus::Completed, t(0)),
+            none.clone(),
+            "power_off",
+        ),
+        (
+            action(44, 7, "reboot", ActionStatus::Completed, t(0)),
+            [44].into_iter().collect(),
+            "another DropletAction",
+        ),
+    ] {
+        let u = after_adopt_given(&i, &intent, 44, Ok(a), &claimed);
+        assert!(u.status.actions.is_empty());
+        assert_eq!(u.status.reason.as_deref(), Some("InitiationUncertain"));
+        assert!(
+            u.status.message.clone().unwrap().contains(why),
+            "{:?}",
+            u.status.message
+        );
+    }
+}
+
+#[test]
+fn resolution_annotations_are_parsed_strictly() {
+    let ann = |k: &str, v: &str| -> std::collections::BTreeMap<String, String> {
+        [(k.to_string(), v.to_string())].into_iter().collect()
+    };
+    assert_eq!(
+        Resolution::from_annotations(&Default::default()),
+        Resolution::None
+    );
+    assert_eq!(
+        Resolution::from_annotations(&ann(RESEND_ANNOTATION, "true")),
+        Resolution::Resend
+    );
+    assert_eq!(
+        Resolution::from_annotations(&ann(ADOPT_ANNOTATION, " 42 ")),
+        Resolution::Adopt(42)
+    );
+    assert!(matches!(
+        Resolution::from_annotations(&ann(ADOPT_ANNOTATION, "abc")),
+        Resolution::Invalid(m) if m.contains(ADOPT_ANNOTATION)
+    ));
+    assert!(matches!(
+        Resolution::from_annotations(&ann(RESEND_ANNOTATION, "yes")),
+        Resolution::Invalid(_)
+    ));
+}
+
+#[test]
+fn a_deadline_during_an_unknown_outcome_says_an_action_may_run() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7, "deadlineSeconds": 60}));
+    let c = cfg();
+    let init = expect_initiate(decide(&input(
+        &s,
+        &DropletActionStatus::default(),
+        t(0),
+        &c,
+    )));
+    let err = DoError::from_parts(
+        ErrorKind::Server,
+        Some(503),
+        None,
+        "unavailable",
+        None,
+        None,
+    );
+    let u = after_post(
+        &input(&s, &init.intent_status, t(1), &c),
+        &init,
+        Err(PostError::new(err, Applied::Ambiguous)),
+    );
+    let done = expect_update(decide(&input(&s, &u.status, t(61), &c)));
+    assert_eq!(done.status.phase, Some(Phase::Failed));
+    let msg = done.status.message.unwrap();
+    assert!(msg.contains("may run on droplet(s) 7"), "{msg}");
+}
+
+#[test]
+fn an_unknown_status_is_reported_keeps_being_polled_and_is_bounded() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let c = cfg();
+    let st = running(&s, t(0), "reboot");
+    let odd: BTreeMap<i64, Action> = [(
+        500,
+        action(500, 7, "reboot", ActionStatus::Other("done".into()), t(0)),
+    )]
+    .into_iter()
+    .collect();
+    let st = after_track(&st, &odd, &BTreeMap::new(), &BTreeMap::new());
+    assert_eq!(st.actions[0].status, "done");
+    // Not taken as finished: polled again.
+    assert!(matches!(decide(&input(&s, &st, t(5), &c)), Next::Track(_)));
+    let mut i = input(&s, &st, t(5), &c);
+    i.tracked = true;
+    let u = expect_update(decide(&i));
+    assert_eq!(u.status.phase, Some(Phase::Running));
+    assert_eq!(u.status.reason.as_deref(), Some("UnknownActionStatus"));
+    let n = u.note.clone().expect("a warning the first time");
+    assert!(n.warning && n.text.contains("\"done\""), "{n:?}");
+    let mut i = input(&s, &u.status, t(10), &c);
+    i.tracked = true;
+    assert!(expect_update(decide(&i)).note.is_none(), "reported once");
+    // Bounded: after the limit it fails with a clear message.
+    let late = t(c.unknown_status_limit.as_secs() as i64 + 1);
+    let u = expect_update(decide(&input(&s, &u.status, late, &c)));
+    assert_eq!(u.status.phase, Some(Phase::Failed));
+    assert_eq!(u.status.reason.as_deref(), Some("UnknownActionStatus"));
+}
+
+#[test]
+fn a_snapshot_whose_image_never_appears_ends_after_a_bounded_search() {
+    let s = spec(json!({"type": "snapshot", "dropletId": 7, "snapshotName": "n"}));
+    let c = cfg();
+    let st = running(&s, t(0), "snapshot");
+    let mut done = action(500, 7, "snapshot", ActionStatus::Completed, t(0));
+    done.completed_at = Some(t(10));
+    let st = after_track(
+        &st,
+        &[(500, done)].into_iter().collect(),
+        &BTreeMap::new(),
+        &BTreeMap::new(),
+    );
+    assert!(
+        matches!(decide(&input(&s, &st, t(20), &c)), Next::Track(tr) if tr.snapshots.len() == 1)
+    );
+    let late = t(10 + c.snapshot_search_limit.as_secs() as i64);
+    let u = expect_update(decide(&input(&s, &st, late, &c)));
+    assert_eq!(u.status.phase, Some(Phase::Succeeded));
+    assert!(u.status.message.clone().unwrap().contains("did not appear"));
+    assert_eq!(
+        u.note.map(|n| (n.warning, n.reason)),
+        Some((true, "SnapshotImageNotFound"))
+    );
+}
+
+#[test]
+fn power_off_fallback_that_finds_the_droplet_already_off_succeeds() {
+    let s = spec(json!({"type": "shutdown", "dropletId": 7, "powerOffAfterSeconds": 30}));
+    let c = cfg();
+    let st = running(&s, t(0), "shutdown");
+    let init = expect_initiate(decide(&input(&s, &st, t(31), &c)));
+    assert_eq!(init.type_, ActionType::PowerOff);
+    let off = DoError::from_parts(
+        ErrorKind::Invalid,
+        Some(422),
+        Some("unprocessable_entity"),
+        "Droplet is already powered off.",
+        None,
+        None,
+    );
+    let u = after_post(
+        &input(&s, &init.intent_status, t(32), &c),
+        &init,
+        Err(PostError::new(off, Applied::NotApplied)),
+    );
+    assert!(u.status.pending_initiation.is_none());
+    let done = expect_update(decide(&input(&s, &u.status, t(32), &c)));
+    assert_eq!(done.status.phase, Some(Phase::Succeeded));
 }
 
 #[test]
@@ -553,8 +927,35 @@ fn shutdown_that_leaves_the_droplet_on_falls_back_to_power_off() {
     let s = spec(json!({"type": "shutdown", "dropletId": 7, "powerOffAfterSeconds": 30}));
     let st = running(&s, t(0), "shutdown");
     let c = cfg();
-    // While the shutdown runs, DigitalOcean would refuse power_off (the droplet is locked): keep tracking.
-    assert!(matches!(decide(&input(&s, &st, t(40), &c)), Next::Track(_)));
+    // Before powerOffAfterSeconds the shutdown is tracked.
+    assert!(matches!(decide(&input(&s, &st, t(20), &c)), Next::Track(_)));
+    // Still in progress after it: power_off is sent as promised. DigitalOcean refuses it while the shutdown holds
+    // the droplet (422 pending event): that is a busy retry, never a failure.
+    let fb = expect_initiate(decide(&input(&s, &st, t(40), &c)));
+    assert_eq!((fb.type_, fb.attempt), (ActionType::PowerOff, 1));
+    let busy = DoError::from_parts(
+        ErrorKind::DropletBusy,
+        Some(422),
+        Some("unprocessable_entity"),
+        "Droplet already has a pending event.",
+        None,
+        None,
+    );
+    let u = after_post(
+        &input(&s, &fb.intent_status, t(40), &c),
+        &fb,
+        Err(PostError::new(busy, Applied::NotApplied)),
+    );
+    assert_eq!(u.status.phase, Some(Phase::Running));
+    assert!(u.status.retry.is_some());
+    // The refusal waits out its backoff (no call), then power_off is tried again.
+    assert!(matches!(
+        decide(&input(&s, &u.status, t(41), &c)),
+        Next::Update(_)
+    ));
+    let due = u.status.retry.as_ref().unwrap().next_attempt_time.0;
+    let again = expect_initiate(decide(&input(&s, &u.status, due, &c)));
+    assert_eq!(again.type_, ActionType::PowerOff);
     // The shutdown completed: is the droplet really off?
     let done: BTreeMap<i64, Action> = [(
         500,
@@ -685,7 +1086,7 @@ fn tags_resolve_their_droplets_then_fan_out_and_name_failures() {
     let s = spec(json!({"type": "power_cycle", "tagName": "web"}));
     let c = cfg();
     match decide(&input(&s, &DropletActionStatus::default(), t(0), &c)) {
-        Next::ResolveTag { tag, status } => {
+        Next::ResolveTag { tag, status, .. } => {
             assert_eq!(tag, "web");
             assert_eq!(status.target.as_deref(), Some("tag/web"));
         }

@@ -182,12 +182,38 @@ pub(crate) fn record(a: &Action, attempt: i32, type_: &str, fallback_droplet: i6
 
 /// DigitalOcean's status string.
 pub fn status_str(s: &ActionStatus) -> String {
-    match s {
-        ActionStatus::InProgress => "in-progress".into(),
-        ActionStatus::Completed => "completed".into(),
-        ActionStatus::Errored => "errored".into(),
-        ActionStatus::Other(o) => o.clone(),
-    }
+    s.as_str().to_string()
+}
+
+/// The recorded DigitalOcean status of an action, as the client's enum (an unknown one is `Other`).
+pub(crate) fn record_status(r: &ActionRecord) -> ActionStatus {
+    ActionStatus::from(r.status.as_str())
+}
+
+/// `d`, but no later than the deadline (so a deadline is noticed when it passes).
+pub(crate) fn cap_to_deadline(input: &Input, d: Duration) -> Duration {
+    let Some(deadline) = input.spec.deadline_seconds else {
+        return d;
+    };
+    let started = input
+        .status
+        .start_time
+        .as_ref()
+        .map(ts)
+        .unwrap_or(input.now);
+    let left = dur_since(
+        plus(started, Duration::from_secs(deadline.max(0) as u64)),
+        input.now,
+    );
+    d.min(left.max(Duration::from_millis(50)))
+}
+
+/// "1, 2, 3".
+pub(crate) fn join_ids(ids: &[i64]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// DigitalOcean's words for status.lastError.
