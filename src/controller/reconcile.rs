@@ -322,7 +322,11 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             }
             Next::AdoptGiven(given) => {
                 // Consume the annotation first: once acted on, it must not resolve a later uncertainty.
-                remove_annotation(&api, &name, decide::ADOPT_ANNOTATION).await?;
+                let Some(updated) = remove_annotation(&api, &obj, decide::ADOPT_ANNOTATION).await?
+                else {
+                    return Ok(Requeue::requeue(Duration::from_millis(200)));
+                };
+                obj = updated;
                 let looked_up = ctx
                     .do_client
                     .get_action(&given.token, given.action_id)
@@ -398,16 +402,24 @@ fn claimed(ctx: &Context, status: &DropletActionStatus) -> BTreeSet<i64> {
         .collect()
 }
 
-/// Removes one annotation (a JSON merge patch; absent is fine).
-async fn remove_annotation(api: &Api<DropletAction>, name: &str, key: &str) -> Result<(), Error> {
-    let patch = json!({"metadata": {"annotations": {key: null}}});
+/// Removes one annotation (a JSON merge patch with `obj`'s resourceVersion) and returns the object as stored
+/// now, the base of the next status write. None: the object changed meanwhile (or is gone); start over.
+async fn remove_annotation(
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    key: &str,
+) -> Result<Option<DropletAction>, Error> {
+    let patch = json!({"metadata": {"resourceVersion": obj.resource_version(), "annotations": {key: null}}});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    match api.patch(name, &params, &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+    match api
+        .patch(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => Ok(Some(updated)),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
         Err(e) => Err(Error::Kube(e)),
     }
 }
@@ -449,7 +461,10 @@ async fn initiate(
     }
     // A re-send consumes its annotation before anything else: it must never trigger a second re-send.
     if init.resend {
-        remove_annotation(api, &obj.name_any(), decide::RESEND_ANNOTATION).await?;
+        match remove_annotation(api, &obj, decide::RESEND_ANNOTATION).await? {
+            Some(updated) => obj = updated,
+            None => return Ok(Requeue::requeue(Duration::from_millis(200))),
+        }
     }
     // 2. The rate-budget slot, before the intent: no budget wait sits between the intent and the send.
     let slot = match ctx.do_client.reserve_post(&token).await {
