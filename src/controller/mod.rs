@@ -74,6 +74,7 @@
 
 pub mod conditions;
 pub mod decide;
+pub mod intake;
 pub mod ordering;
 pub mod policy;
 pub mod reconcile;
@@ -86,7 +87,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::TryStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -131,8 +132,8 @@ pub struct Context {
     pub stores: Vec<Store<DropletAction>>,
     /// Batched action-status observation.
     pub tracker: tracker::Tracker,
-    /// Event publisher.
-    pub recorder: Recorder,
+    /// Event publisher (notes cut to 1 KiB, names valid for the longest resource names).
+    pub recorder: crate::events::Publisher,
     /// Decision tunables.
     pub config: decide::DecideConfig,
     /// Wakes DropletActions queued behind one that finished.
@@ -182,15 +183,31 @@ pub async fn run(
     ready: Option<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let apis: Vec<Api<DropletAction>> = if options.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+    // Watched untyped and read one object at a time (see [`intake`]): an object that cannot be read is reported
+    // and skipped instead of failing the whole list.
+    let resource = intake::api_resource();
+    let apis: Vec<Api<kube::core::DynamicObject>> = if options.namespaces.is_empty() {
+        vec![Api::all_with(client.clone(), &resource)]
     } else {
         options
             .namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
             .collect()
     };
+    let recorder = crate::events::Publisher::new(
+        client.clone(),
+        Reporter {
+            controller: "droplet-operator".into(),
+            instance: options.instance.clone(),
+        },
+    );
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<intake::Report>();
+    tokio::spawn(intake::report_unreadable(
+        client.clone(),
+        recorder.clone(),
+        reports_rx,
+    ));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<ObjectRef<DropletAction>>();
     let (fanout_tx, _) = tokio::sync::broadcast::channel::<ObjectRef<DropletAction>>(4096);
     let config = ControllerConfig::default().concurrency(options.concurrency);
@@ -208,8 +225,13 @@ pub async fn run(
         let (reader, writer) = reflector::store::<DropletAction>();
         let all_flags = synced.clone();
         let ready_signal = ready_signal.clone();
+        let reports = reports_tx.clone();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            .filter_map(move |ev| {
+                let converted = ev.map(|ev| intake::convert(ev, &reports)).transpose();
+                std::future::ready(converted)
+            })
             .modify(slim_for_cache)
             .reflect(writer)
             .inspect_ok(move |ev| {
@@ -226,13 +248,7 @@ pub async fn run(
         stores.push(reader.clone());
         controllers.push(Controller::for_stream(stream, reader).with_config(config.clone()));
     }
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "droplet-operator".into(),
-            instance: options.instance.clone(),
-        },
-    );
+    drop(reports_tx);
     let ctx = Arc::new(Context {
         client: client.clone(),
         tracker: tracker::Tracker::new(do_client.clone()),

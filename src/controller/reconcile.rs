@@ -199,9 +199,14 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     let mut working: Option<DropletActionStatus> = None;
     let mut tracked = false;
     for _ in 0..MAX_STEPS {
-        let status = working
+        let mut status = working
             .take()
             .unwrap_or_else(|| obj.status.clone().unwrap_or_default());
+        // (ordering.rs, creation order) Record the revision at first sight with the first status write: after that
+        // write the resourceVersion no longer tells when the resource was created.
+        if status.creation_revision.is_none() && !obj.phase().is_terminal() {
+            status.creation_revision = obj.metadata.resource_version.clone();
+        }
         if let Some(last) = status.actions.last() {
             tracing::Span::current().record("action_id", last.id);
         }

@@ -141,10 +141,16 @@ impl SchemaValidator {
 
     /// Only the CEL rules (the object must already be structurally valid).
     pub fn validate_cel(&self, obj: &Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
-        match self
-            .cel
-            .validate_compiled_with_context(&self.compiled, obj, old, Some(&self.root))
-        {
+        // Like the API server, a field set to `null` (kept because the schema says `nullable`) is absent for CEL:
+        // `has(self.tagName)` is false for `tagName: null`.
+        let obj = &without_nulls(obj);
+        let old = old.map(without_nulls);
+        match self.cel.validate_compiled_with_context(
+            &self.compiled,
+            obj,
+            old.as_ref(),
+            Some(&self.root),
+        ) {
             Ok(()) => Ok(()),
             Err(errs) => Err(errs
                 .into_vec()
@@ -162,6 +168,20 @@ impl SchemaValidator {
                 })
                 .collect()),
         }
+    }
+}
+
+/// `v` without object members whose value is `null`, at every depth.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 

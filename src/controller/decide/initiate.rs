@@ -16,9 +16,14 @@ use crate::digitalocean::{Action, Applied, DoError, Droplet, ErrorKind, PostErro
 pub(crate) fn on_new(input: &Input, mut st: DropletActionStatus, token: Token) -> Next {
     let spec = input.spec;
     let now = input.now;
-    if let Gate::Blocked { by, droplet } = &input.gate {
-        let msg = format!("waiting for DropletAction {by} to finish on droplet {droplet}");
-        let first = input.status.reason.as_deref() != Some(reasons::WAITING_FOR_DROPLET);
+    if let Gate::Blocked { by, droplet, why } = &input.gate {
+        // (ordering.rs, isolation) A blocker that cannot start is named with its reason, as a Warning.
+        let msg = match why {
+            None => format!("waiting for DropletAction {by} to finish on droplet {droplet}"),
+            Some(why) => format!("Blocked by {by}: {why}"),
+        };
+        let first = input.status.reason.as_deref() != Some(reasons::WAITING_FOR_DROPLET)
+            || (why.is_some() && input.status.message.as_deref() != Some(msg.as_str()));
         set_phase(
             &mut st,
             Phase::Pending,
@@ -31,7 +36,7 @@ pub(crate) fn on_new(input: &Input, mut st: DropletActionStatus, token: Token) -
             st,
             Some(cap_to_deadline(input, input.config.recheck)),
             if first {
-                note(false, reasons::WAITING_FOR_DROPLET, msg)
+                note(why.is_some(), reasons::WAITING_FOR_DROPLET, msg)
             } else {
                 None
             },

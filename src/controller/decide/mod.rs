@@ -46,8 +46,14 @@ pub enum TokenState {
 pub enum Gate {
     /// No other DropletAction holds or precedes it on its droplets.
     Free,
-    /// Another DropletAction (namespace/name) runs or is queued first on droplet `droplet`.
-    Blocked { by: String, droplet: i64 },
+    /// Another DropletAction (namespace/name) runs or is queued first on droplet `droplet`. `why` is set when
+    /// that one cannot start (its status message, e.g. its token is missing): then the wait is reported as
+    /// "Blocked by ns/name: why" with a Warning event (see `ordering`).
+    Blocked {
+        by: String,
+        droplet: i64,
+        why: Option<String>,
+    },
 }
 
 /// Everything [`decide`] looks at.

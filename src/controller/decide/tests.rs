@@ -151,6 +151,7 @@ fn waits_for_the_droplet_when_another_resource_goes_first() {
     i.gate = Gate::Blocked {
         by: "default/shutdown".into(),
         droplet: 7,
+        why: None,
     };
     let u = expect_update(decide(&i));
     assert_eq!(u.status.phase, Some(Phase::Pending));
