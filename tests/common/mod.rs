@@ -244,3 +244,43 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
         "recorded actions that DigitalOcean never started"
     );
 }
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real operator binary as a child process against `do_url` (logs appended to `log`), with the
+/// simulator's default token and `extra` arguments after `run`'s fast-test defaults.
+pub fn spawn_operator(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
+        .args(["run", "--do-api-url", do_url, "--log-format", "json"])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
+        .env("RUST_LOG", "droplet_operator=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn operator")
+}
+
+/// SIGKILL (no graceful shutdown, no flushing), then reap.
+pub fn sigkill(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
