@@ -75,9 +75,44 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
     DoClient::new(client_cfg).map_err(|e| format!("invalid DigitalOcean API settings: {e}"))
 }
 
+/// How long in-flight work may run on after the shutdown signal. Kubernetes waits 30 s before it SIGKILLs a
+/// pod; a process that stops well before that gives a new leader its turn sooner.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
 /// Runs the operator with `client` until `shutdown` resolves (or, with leader election, until the Lease is
 /// lost: then it returns an error so the process exits and restarts as a standby).
+///
+/// Once `shutdown` resolved, reconciles in flight get [`SHUTDOWN_GRACE`] to finish; then everything is dropped,
+/// whatever it waits for (an unreachable API server, a DigitalOcean request that has not answered, a cache that
+/// never synced, a Lease that cannot be read). Stopping there is as safe as a crash: an initiation is recorded
+/// before its request is sent, so the next leader adopts it instead of sending it again.
 pub async fn run(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), String> {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let hard_stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        result = run_until(client, cfg, shutdown) => result,
+        _ = hard_stop => {
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "work in flight did not finish within the shutdown grace period; stopping anyway (recorded \
+                 initiations are adopted, never re-sent, by the next leader)"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_until(
     client: kube::Client,
     cfg: OperatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,

@@ -57,11 +57,18 @@ pub fn loopback() -> std::net::SocketAddr {
 }
 
 pub async fn servers(sim_config: SimConfig) -> (SimHandle, EmuHandle) {
+    servers_with_crds(sim_config, vec![droplet_operator::crd::definition()]).await
+}
+
+/// The simulator and an emulator serving (and validating by) `crds`.
+pub async fn servers_with_crds(
+    sim_config: SimConfig,
+    crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+) -> (SimHandle, EmuHandle) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = Simulator::start(sim_config, loopback())
         .await
         .expect("simulator");
-    let crds = vec![droplet_operator::crd::definition()];
     let emu = KubeEmulator::start(
         EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
@@ -283,4 +290,46 @@ pub fn spawn_operator(
 pub fn sigkill(child: &mut std::process::Child) {
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs the real `kubectl` against `kubeconfig`; `None` (after printing why) when kubectl is not installed.
+pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> Option<std::process::Output> {
+    let out = match std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    };
+    eprintln!(
+        "$ kubectl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out)
+}
+
+/// SIGTERM `child` and wait up to `limit` for it to exit; the time it took, or `None` (it was SIGKILLed then).
+pub fn sigterm_and_wait(child: &mut std::process::Child, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    while start.elapsed() < limit {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigkill(child);
+    None
 }
