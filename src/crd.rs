@@ -226,7 +226,7 @@ pub enum IntOrString {
 fn image_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "x-kubernetes-int-or-string": true,
-        "minimum": 1,
+        // No minimum: the CEL rules reject 0 and negative IDs with a message that says what to set.
         "maximum": MAX_ID,
         "maxLength": MAX_IMAGE_SLUG_LEN,
         "description": "rebuild (required): an image slug such as ubuntu-24-04-x64, or an integer image ID. restore (required): the integer ID of one of this droplet's backups or snapshots (slugs are rejected).",

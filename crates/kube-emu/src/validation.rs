@@ -349,25 +349,26 @@ fn validate_structure(
         }
         return;
     }
-    if schema
+    let int_or_string = schema
         .get("x-kubernetes-int-or-string")
         .and_then(Value::as_bool)
-        == Some(true)
-    {
-        if !(v.is_i64() || v.is_u64() || v.is_string()) {
-            errors.push(FieldError {
-                field: field.clone(),
-                reason: FieldReason::TypeInvalid,
-                detail: format!(
-                    "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
-                    type_name(v),
-                    type_name(v)
-                ),
-            });
-        }
+        == Some(true);
+    // An int-or-string of the right kind goes on to the value validations of whichever it is (maximum for the
+    // integer, maxLength for the string).
+    if int_or_string && !(v.is_i64() || v.is_u64() || v.is_string()) {
+        errors.push(FieldError {
+            field: field.clone(),
+            reason: FieldReason::TypeInvalid,
+            detail: format!(
+                "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
+                type_name(v),
+                type_name(v)
+            ),
+        });
         return;
     }
     if let Some(expected) = schema.get("type").and_then(Value::as_str)
+        && !int_or_string
         && !type_matches(expected, v)
     {
         errors.push(FieldError {
