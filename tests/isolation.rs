@@ -185,6 +185,28 @@ metadata: {name: fine-later, namespace: t2}
 spec: {type: power_cycle, dropletId: 200002}
 ";
 
+/// An unreadable object whose report quotes 1,400 bytes of two-byte characters (the event note must be cut by
+/// bytes), and a readable one with the longest name Kubernetes allows (its event names must stay valid).
+fn long_objects() -> (String, String) {
+    let long_name = format!("{}-{}", "n".repeat(240), "x".repeat(12));
+    assert_eq!(long_name.len(), 253);
+    let yaml = format!(
+        "
+apiVersion: droplet-operator.dev/v1alpha1
+kind: DropletAction
+metadata: {{name: multibyte-type, namespace: t1}}
+spec: {{type: \"{}\", dropletId: 200001}}
+---
+apiVersion: droplet-operator.dev/v1alpha1
+kind: DropletAction
+metadata: {{name: {long_name}, namespace: t2}}
+spec: {{type: reboot, dropletId: 200006}}
+",
+        "é".repeat(700)
+    );
+    (yaml, long_name)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_objects_are_reported_on_themselves_and_skipped() {
     let (sim, emu) = servers_with_crds(sim_config(), vec![loose_crd()]).await;
@@ -200,12 +222,20 @@ async fn unreadable_objects_are_reported_on_themselves_and_skipped() {
     let port = free_port();
     let mut child = operator(&kubeconfig, &sim, port, &log);
     wait_ready(port, &log).await;
-    // And one arriving through the watch.
+    // And some arriving through the watch.
     assert!(apply(&kubeconfig, dir.path(), "later.yaml", POISON_LATER));
+    let (long, long_name) = long_objects();
+    assert!(apply(&kubeconfig, dir.path(), "long.yaml", &long));
 
     let client = emu.client();
     wait_phase(&client, "t2", "fine", &[Phase::Succeeded], &log).await;
     wait_phase(&client, "t2", "fine-later", &[Phase::Succeeded], &log).await;
+    wait_phase(&client, "t2", &long_name, &[Phase::Succeeded], &log).await;
+    let evs = events(&client, "t2", &long_name).await;
+    assert!(
+        evs.iter().any(|(_, r, _)| r == "Succeeded"),
+        "events of the 253-character resource were refused: {evs:?}"
+    );
 
     let raw: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
@@ -217,6 +247,7 @@ async fn unreadable_objects_are_reported_on_themselves_and_skipped() {
         ("unknown-type", "spec.type"),
         ("endless-deadline", "spec.deadlineSeconds"),
         ("string-droplet", "spec.dropletId"),
+        ("multibyte-type", "spec.type"),
     ] {
         let start = Instant::now();
         loop {
