@@ -14,10 +14,10 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::{servers, sigkill, spawn_operator};
+use common::{operator_started, resend_uncertain, servers, sigkill, spawn_operator};
 use do_sim::{ActionDurations, Faults, Initiation, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -44,7 +44,7 @@ async fn every_fault_at_once_with_kills_and_failover_never_initiates_twice() {
     cfg.faults = Faults {
         stuck_rate: 0.03,
         // Both signs of skew over runs.
-        clock_skew_secs: if seed % 2 == 0 { 90 } else { -90 },
+        clock_skew_secs: if seed.is_multiple_of(2) { 90 } else { -90 },
         seed: Some(seed),
         ..Faults::hostile(timeout)
     };
@@ -139,43 +139,7 @@ async fn every_fault_at_once_with_kills_and_failover_never_initiates_twice() {
             break items;
         }
         // Resolve uncertain initiations as the message says: check DigitalOcean, then resend.
-        for da in &items {
-            let Some(st) = &da.status else { continue };
-            let Some(p) = st.pending_initiation.as_ref().filter(|p| p.uncertain) else {
-                continue;
-            };
-            let droplet = da.spec.droplet_id.unwrap();
-            // Actions the operator started on the droplet that no DropletAction records.
-            let recorded: BTreeSet<i64> = items
-                .iter()
-                .flat_map(|d| d.status.iter().flat_map(|s| s.actions.iter().map(|a| a.id)))
-                .collect();
-            let ours: Vec<i64> = sim
-                .actions()
-                .into_iter()
-                .filter(|a| a.droplet_id == droplet && operator_started(&a.initiated))
-                .filter(|a| !recorded.contains(&a.id))
-                .map(|a| a.id)
-                .collect();
-            assert!(
-                ours.is_empty(),
-                "{} stopped uncertain although DigitalOcean ran its action(s) {ours:?} (intent {p:?})",
-                da.name_any()
-            );
-            if da
-                .annotations()
-                .contains_key(droplet_operator::controller::decide::RESEND_ANNOTATION)
-            {
-                continue;
-            }
-            let patch = json!({"metadata": {"annotations": {droplet_operator::controller::decide::RESEND_ANNOTATION: "true"}}});
-            api.patch(
-                &da.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .expect("annotate");
+        for droplet in resend_uncertain(&api, &sim, &items).await {
             *resends.entry(droplet).or_default() += 1;
         }
         // Kill a random replica now and then and start it again (a crash, then a restart by the orchestrator).
@@ -317,10 +281,6 @@ async fn every_fault_at_once_with_kills_and_failover_never_initiates_twice() {
     );
     emu.shutdown();
     sim.shutdown();
-}
-
-fn operator_started(i: &Initiation) -> bool {
-    !matches!(i, Initiation::External | Initiation::Foreign)
 }
 
 /// The droplet a `POST /v2/droplets/{id}/actions` went to, from its path (a request whose client gave up early

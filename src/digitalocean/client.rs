@@ -918,29 +918,6 @@ impl DoClient {
         .await
     }
 
-    /// One page of droplets with `tag`.
-    pub async fn list_droplets_by_tag_page(
-        &self,
-        token: &Token,
-        tag: &str,
-        page: u32,
-        per_page: u32,
-    ) -> Result<Page<Droplet>, DoError> {
-        self.get_page(
-            token,
-            &List {
-                route: route::LIST_DROPLETS_BY_TAG,
-                segments: &["v2", "droplets"],
-                query: &[("tag_name", tag)],
-                key: "droplets",
-                scope_hint: "tag:read",
-            },
-            page,
-            per_page,
-        )
-        .await
-    }
-
     /// `GET /v2/droplets/{id}`.
     pub async fn get_droplet(&self, token: &Token, droplet_id: i64) -> Result<Droplet, DoError> {
         let d = droplet_id.to_string();

@@ -333,3 +333,65 @@ pub fn sigterm_and_wait(child: &mut std::process::Child, limit: Duration) -> Opt
     sigkill(child);
     None
 }
+
+/// Whether the operator (not the console, not another API client) started a simulator action.
+pub fn operator_started(i: &do_sim::Initiation) -> bool {
+    !matches!(
+        i,
+        do_sim::Initiation::External | do_sim::Initiation::Foreign
+    )
+}
+
+/// What a user does with a resource stopped at InitiationUncertain, as its message says: check DigitalOcean
+/// (the simulator must show no unrecorded action of the operator's on the droplet; else the operator missed
+/// it), then annotate to resend. Returns the droplets annotated now.
+pub async fn resend_uncertain(
+    api: &Api<DropletAction>,
+    sim: &SimHandle,
+    items: &[DropletAction],
+) -> Vec<i64> {
+    use droplet_operator::controller::decide::RESEND_ANNOTATION;
+    let recorded: std::collections::BTreeSet<i64> = items
+        .iter()
+        .flat_map(|d| d.status.iter().flat_map(|s| s.actions.iter().map(|a| a.id)))
+        .collect();
+    let mut annotated = Vec::new();
+    for da in items {
+        let Some(p) = da
+            .status
+            .as_ref()
+            .and_then(|s| s.pending_initiation.as_ref())
+            .filter(|p| p.uncertain)
+        else {
+            continue;
+        };
+        let Some(droplet) = da.spec.droplet_id else {
+            continue;
+        };
+        let ours: Vec<i64> = sim
+            .actions()
+            .into_iter()
+            .filter(|a| a.droplet_id == droplet && operator_started(&a.initiated))
+            .filter(|a| !recorded.contains(&a.id))
+            .map(|a| a.id)
+            .collect();
+        assert!(
+            ours.is_empty(),
+            "{} stopped uncertain although DigitalOcean ran its action(s) {ours:?} (intent {p:?})",
+            da.name_any()
+        );
+        if da.annotations().contains_key(RESEND_ANNOTATION) {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {RESEND_ANNOTATION: "true"}}});
+        api.patch(
+            &da.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("annotate");
+        annotated.push(droplet);
+    }
+    annotated
+}
