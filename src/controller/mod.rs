@@ -60,8 +60,15 @@
 //! | `Active` | poll actions in flight (batched), resolve snapshot images (bounded), check a shutdown's power state, send the power_off fallback (`powerOffAfterSeconds` passed and the shutdown not finished, or it errored), retry an errored attempt (`backoffLimit`); unknown DigitalOcean status: `UnknownActionStatus`, polled, bounded | `Active`, `Initiating` (retry / fallback), `Finished` |
 //!
 //! # Per-droplet ordering
-//! See [`ordering`]: one DropletAction works on a droplet at a time, in creation order. A droplet busy with an
-//! action started elsewhere (422 "pending event") waits with backoff (`DropletBusy`) until the deadline.
+//! See [`ordering`]: one DropletAction works on a droplet at a time, in creation order (the API server's
+//! revision at creation, recorded in `status.creationRevision`), one queue per namespace and token so that a
+//! tenant that cannot start never blocks another. A droplet busy with an action started elsewhere (422 "pending
+//! event") waits with backoff (`DropletBusy`) until the deadline.
+//!
+//! # One bad object stops nobody
+//! See [`intake`]: the watch reads untyped objects and converts each one alone; an object that cannot be read is
+//! reported on itself (Warning event and Stalled condition, reason `Unreadable`, naming the field) and skipped, so
+//! the initial list, readiness and every other resource carry on.
 //!
 //! # Few API calls
 //! See [`tracker`]: completion is polled adaptively per type, and many in-flight actions are observed with one
