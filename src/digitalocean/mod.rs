@@ -29,6 +29,8 @@
 //! ```
 
 pub mod client;
+mod config;
+mod endpoints;
 pub mod error;
 pub mod ratelimit;
 pub mod request;
