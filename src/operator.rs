@@ -142,10 +142,17 @@ async fn run_until(
             .with_grace((duration / 3).max(1))
             // Each replica its own field manager: with a shared one, two replicas could both take an expired Lease.
             .with_field_manager(format!("{}-{}", crate::crd::FIELD_MANAGER, le.identity))
-            .build()
-            .await
-            .map_err(|e| format!("cannot use Lease {}/{}: {e}", le.namespace, le.lease_name))?;
-        let (mut leader, task) = manager.watch().await;
+            .build();
+        // The Lease may never be read (API server silent): a shutdown must not wait for it.
+        let manager = tokio::select! {
+            built = manager => built
+                .map_err(|e| format!("cannot use Lease {}/{}: {e}", le.namespace, le.lease_name))?,
+            _ = shutdown.clone() => return Ok(()),
+        };
+        let (mut leader, task) = tokio::select! {
+            watching = manager.watch() => watching,
+            _ = shutdown.clone() => return Ok(()),
+        };
         lease_task = Some(task);
         info!(lease = %le.lease_name, namespace = %le.namespace, identity = %le.identity, "waiting to become the leader");
         while !*leader.borrow_and_update() {

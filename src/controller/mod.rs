@@ -312,7 +312,21 @@ pub async fn run(
             });
         runs.push(run);
     }
-    futures::future::join_all(runs).await;
+    // kube's runner waits for every store to be ready before it can wind down; before the first sync no reconcile
+    // gets past its first line (see reconcile), so nothing can be in flight: stop at once.
+    let never_synced = {
+        let synced = synced.clone();
+        async move {
+            shutdown.await;
+            if synced.iter().all(|s| s.load(Ordering::SeqCst)) {
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = never_synced => info!("stopping before the caches synced"),
+    }
     info!("controller stopped");
 }
 
