@@ -307,7 +307,7 @@ stringData: {token: read-only-token}
 apiVersion: droplet-operator.dev/v1alpha1
 kind: DropletAction
 metadata: {name: no-secret, namespace: t1}
-spec: {type: reboot, dropletId: 200003, tokenSecretRef: {name: missing}, deadlineSeconds: 15}
+spec: {type: reboot, dropletId: 200003, tokenSecretRef: {name: missing}, deadlineSeconds: 40}
 ---
 apiVersion: droplet-operator.dev/v1alpha1
 kind: DropletAction
@@ -342,6 +342,12 @@ async fn a_tenant_that_cannot_start_does_not_block_other_tenants_on_the_same_dro
     assert!(apply(&kubeconfig, dir.path(), "tenants.yaml", TENANTS));
     let client = emu.client();
     wait_phase(&client, "t4", "good", &[Phase::Succeeded], &log).await;
+    // Not by outwaiting them: the tenant without a Secret is still waiting (its deadline has not passed).
+    let waiting: Api<DropletAction> = Api::namespaced(client.clone(), "t1");
+    assert_eq!(
+        waiting.get("no-secret").await.unwrap().phase(),
+        Phase::Pending
+    );
     assert_eq!(
         sim.posts_for_droplet(200003)
             .into_iter()
@@ -413,8 +419,19 @@ async fn one_apply_runs_in_file_order_and_later_applies_after_it() {
     let port = free_port();
     let mut child = operator(&kubeconfig, &sim, port, &log);
     wait_ready(port, &log).await;
-    assert!(apply(&kubeconfig, dir.path(), "later.yaml", LATER));
     let client = emu.client();
+    // Restart while the first one runs; the next file is applied while the operator is down.
+    wait_phase(
+        &client,
+        "default",
+        "zz-shutdown",
+        &[Phase::Running, Phase::Succeeded],
+        &log,
+    )
+    .await;
+    assert!(sigterm_and_wait(&mut child, Duration::from_secs(10)).is_some());
+    assert!(apply(&kubeconfig, dir.path(), "later.yaml", LATER));
+    let mut child = operator(&kubeconfig, &sim, port, &log);
     for name in ["zz-shutdown", "mm-snapshot", "aa-power-on", "a-reboot"] {
         wait_phase(&client, "default", name, &[Phase::Succeeded], &log).await;
     }
@@ -425,6 +442,14 @@ async fn one_apply_runs_in_file_order_and_later_applies_after_it() {
         .map(|p| p.type_)
         .collect();
     assert_eq!(order, ["shutdown", "snapshot", "power_on", "reboot"]);
+    // The recorded creation revisions follow the file, then the later apply.
+    let api: Api<DropletAction> = Api::namespaced(client.clone(), "default");
+    let mut revisions = Vec::new();
+    for name in ["zz-shutdown", "mm-snapshot", "aa-power-on", "a-reboot"] {
+        let st = api.get(name).await.unwrap().status.unwrap();
+        revisions.push(st.creation_revision.unwrap().parse::<u64>().unwrap());
+    }
+    assert!(revisions.is_sorted(), "{revisions:?}");
     // The 64-bit image ID was read and acted on (DigitalOcean's answer decides the phase).
     let big = wait_phase(
         &client,
