@@ -417,4 +417,16 @@ mod tests {
             Gate::Blocked { by, why: None, .. } if by == "t1/early"
         ));
     }
+
+    #[test]
+    fn opaque_resource_versions_fall_back_to_creation_time_then_name() {
+        // An API server whose resourceVersions are not integers: order by creationTimestamp, then name.
+        let later = with_rv(&da("a-later", 11, 1, None), "opaque-x");
+        let earlier = with_rv(&da("z-earlier", 10, 1, None), "opaque-y");
+        let all = vec![later.clone(), earlier.clone()];
+        assert_eq!(gate(&earlier, &all, &BTreeSet::new()), Gate::Free);
+        assert!(
+            matches!(gate(&later, &all, &BTreeSet::new()), Gate::Blocked { by, .. } if by == "default/z-earlier")
+        );
+    }
 }
