@@ -24,11 +24,12 @@
 //!    IDs, or the refusal. A 409 on that write re-reads the object and writes again: IDs are never dropped.
 //!    An ambiguous outcome records `sendEndedAt` and the request is looked for (6).
 //! 6. **Adoption.** An intent without IDs (ambiguous outcome, or the process died after 3) is resolved by
-//!    listing the droplets' actions: the earliest action of the intent's type with an ID above the watermark,
-//!    on one of its droplets, claimed by no DropletAction, is adopted. No clock is compared, so skew does not
-//!    matter. It keeps looking for [`policy::ADOPT_WINDOW`] (120 s, scaled by `--poll-scale`) after the send
-//!    ended (when no end was recorded: after the intent plus the request timeout), long enough for a late
-//!    commit and a lagging list.
+//!    listing the droplets' actions for [`policy::ADOPT_WINDOW`] (120 s, scaled by `--poll-scale`) after the
+//!    send ended (when no end was recorded: after the intent plus the request timeout), long enough for a late
+//!    commit and a lagging list. A match is an action of the intent's type with an ID above the watermark, on
+//!    one of its droplets, claimed by no DropletAction; no clock is compared, so skew does not matter. When
+//!    the window ends with exactly one match per droplet, it is adopted. Two or more mean another client ran
+//!    the same action there, and which one is ours cannot be known: that is uncertain too (7).
 //! 7. **Uncertain.** When the window passes with nothing found, the controller does not guess "nothing
 //!    started": the resource stops with reason `InitiationUncertain` (Stalled=True, a Warning event) and a
 //!    message saying what was looked for and how to check. The user resolves it with an annotation:
@@ -39,9 +40,11 @@
 //! 8. **Busy after ambiguity.** A re-send refused with 422 "pending event" means the first request may be what
 //!    keeps the droplet busy: the controller looks for it again (6) instead of backing off and re-sending.
 //!
-//! Remaining risk, stated: a foreign action of the same type on the same droplet that started after the
-//! watermark list but before our request was applied can be taken for ours when our request was lost; the
-//! droplet lock (one action at a time) makes that window short, and no duplicate initiation can follow from it.
+//! Remaining risk, stated: when our request started nothing (lost before DigitalOcean applied it, or the
+//! process died before sending) and exactly one other client's action of the same type shows up on the droplet
+//! within the window, it is taken for ours. Nothing can tell the two apart (DigitalOcean reports no request
+//! parameters or client identity); the watermark keeps every earlier action out, and no duplicate initiation
+//! can follow from it.
 //!
 //! # States
 //! [`decide::state_of`] derives one [`decide::State`] from spec, status and clock; one function per state
@@ -55,7 +58,7 @@
 //! | `NoToken` | `TokenNotFound` (Warning once), re-check every 15 s | any |
 //! | `ResolvingTag` | list the tagged droplets; none: Failed `NoDropletsWithTag` | `New` |
 //! | `New` | queued behind another DropletAction (`WaitingForDroplet`), or backing off, or initiate (protocol above) | `Active`, `Initiating`, `New` (refused: `DropletBusy`/`Retrying`), `Finished` (permanent error) |
-//! | `Initiating` | an intent without IDs: look for its action above the watermark (`Adopting`) | `Active` (adopted), `Uncertain` (window passed) |
+//! | `Initiating` | an intent without IDs: look for its action above the watermark until the window ends (`Adopting`) | `Active` (exactly one match), `Uncertain` (none, or several) |
 //! | `Uncertain` | `InitiationUncertain`, Stalled: wait for the adopt or resend annotation | `Active`, `Initiating` |
 //! | `Active` | poll actions in flight (batched), resolve snapshot images (bounded), check a shutdown's power state, send the power_off fallback (`powerOffAfterSeconds` passed and the shutdown not finished, or it errored), retry an errored attempt (`backoffLimit`); unknown DigitalOcean status: `UnknownActionStatus`, polled, bounded | `Active`, `Initiating` (retry / fallback), `Finished` |
 //!

@@ -342,15 +342,16 @@ pub fn operator_started(i: &do_sim::Initiation) -> bool {
     )
 }
 
-/// What a user does with a resource stopped at InitiationUncertain, as its message says: check DigitalOcean
-/// (the simulator must show no unrecorded action of the operator's on the droplet; else the operator missed
-/// it), then annotate to resend. Returns the droplets annotated now.
+/// What a user does with a resource stopped at InitiationUncertain, as its message says: check DigitalOcean,
+/// then annotate: to adopt the action the request did start (only when another client's action competed with
+/// it; otherwise the operator should have adopted it), or to resend when nothing started. Returns the droplets
+/// annotated to resend now (each one more initiation of the same attempt).
 pub async fn resend_uncertain(
     api: &Api<DropletAction>,
     sim: &SimHandle,
     items: &[DropletAction],
 ) -> Vec<i64> {
-    use droplet_operator::controller::decide::RESEND_ANNOTATION;
+    use droplet_operator::controller::decide::{ADOPT_ANNOTATION, RESEND_ANNOTATION};
     let recorded: std::collections::BTreeSet<i64> = items
         .iter()
         .flat_map(|d| d.status.iter().flat_map(|s| s.actions.iter().map(|a| a.id)))
@@ -375,15 +376,32 @@ pub async fn resend_uncertain(
             .filter(|a| !recorded.contains(&a.id))
             .map(|a| a.id)
             .collect();
-        assert!(
-            ours.is_empty(),
-            "{} stopped uncertain although DigitalOcean ran its action(s) {ours:?} (intent {p:?})",
-            da.name_any()
-        );
-        if da.annotations().contains_key(RESEND_ANNOTATION) {
+        let message = da
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default();
+        let annotation = match ours.as_slice() {
+            [] => (RESEND_ANNOTATION, "true".to_string()),
+            // Ours ran, but so did another client's action of the same type: the operator may not choose, the
+            // user (who can tell, here from the simulator) names it.
+            [id] => {
+                assert!(
+                    message.contains("several"),
+                    "{} stopped uncertain although DigitalOcean ran its action {id} and nothing competed: {message} (intent {p:?})",
+                    da.name_any()
+                );
+                (ADOPT_ANNOTATION, id.to_string())
+            }
+            many => panic!(
+                "{}: DigitalOcean ran several unrecorded actions {many:?} for it (intent {p:?})",
+                da.name_any()
+            ),
+        };
+        if da.annotations().contains_key(annotation.0) {
             continue;
         }
-        let patch = serde_json::json!({"metadata": {"annotations": {RESEND_ANNOTATION: "true"}}});
+        let patch = serde_json::json!({"metadata": {"annotations": {annotation.0: annotation.1}}});
         api.patch(
             &da.name_any(),
             &kube::api::PatchParams::default(),
@@ -391,7 +409,9 @@ pub async fn resend_uncertain(
         )
         .await
         .expect("annotate");
-        annotated.push(droplet);
+        if annotation.0 == RESEND_ANNOTATION {
+            annotated.push(droplet);
+        }
     }
     annotated
 }

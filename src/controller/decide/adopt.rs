@@ -73,8 +73,9 @@ pub fn window_end(intent: &PendingInitiation, config: &DecideConfig) -> Timestam
 
 /// Actions that may have been started by a recorded intent: the intent's type, on one of its droplets, not
 /// claimed by any DropletAction, and newer than the intent's watermark (DigitalOcean action IDs only grow, so
-/// an action our request started has a higher ID than every action listed before it was sent). The earliest
-/// such action per droplet is taken. Intents recorded before watermarks existed match by `started_at` instead.
+/// an action our request started has a higher ID than every action listed before it was sent). All of them,
+/// by ID: [`after_adopt`] adopts only when exactly one per droplet is left at the end of the window. Intents
+/// recorded before watermarks existed match by `started_at` instead.
 pub fn adoption_candidates<'a>(
     intent: &PendingInitiation,
     listed: &'a [Action],
@@ -82,25 +83,22 @@ pub fn adoption_candidates<'a>(
     skew: Duration,
 ) -> Vec<&'a Action> {
     let since = minus(intent.requested_at.0, skew);
-    let mut by_droplet: BTreeMap<i64, &Action> = BTreeMap::new();
+    let mut found: BTreeMap<i64, &Action> = BTreeMap::new();
     for a in listed {
         let droplet = a.resource_id.unwrap_or(0);
         let new_enough = match intent.watermark {
             Some(w) => a.id > w,
             None => a.started_at.is_some_and(|t| t >= since),
         };
-        let matches = a.type_ == intent.type_
+        if a.type_ == intent.type_
             && !claimed.contains(&a.id)
             && new_enough
-            && (intent.droplet_ids.is_empty() || intent.droplet_ids.contains(&droplet));
-        if matches {
-            let keep = by_droplet.get(&droplet).is_none_or(|prev| a.id < prev.id);
-            if keep {
-                by_droplet.insert(droplet, a);
-            }
+            && (intent.droplet_ids.is_empty() || intent.droplet_ids.contains(&droplet))
+        {
+            found.insert(a.id, a);
         }
     }
-    by_droplet.into_values().collect()
+    found.into_values().collect()
 }
 
 /// What an adoption lookup concluded.
@@ -179,6 +177,84 @@ pub fn after_adopt(input: &Input, intent: &PendingInitiation, found: &[&Action])
             note: None,
         });
     }
+    // Every action the request may have started shows within the window; another client's action of the same
+    // type may show too. Adopt only an unambiguous match, once the window is over (or when the user named it).
+    let mut per_droplet: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for a in found {
+        per_droplet
+            .entry(a.resource_id.unwrap_or(0))
+            .or_default()
+            .push(a.id);
+    }
+    if !window_over {
+        let msg = format!(
+            "the outcome of the last request to DigitalOcean is unknown; found unclaimed {} action(s) {}, looking until the window ends that no other could be the one it started",
+            intent.type_,
+            found
+                .iter()
+                .map(|a| a.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let phase = st.phase.unwrap_or_default();
+        set_phase(
+            &mut st,
+            phase,
+            reasons::ADOPTING,
+            msg,
+            input.generation,
+            now,
+        );
+        let poll = input
+            .config
+            .adopt_poll
+            .min(dur_since(end, now).max(Duration::from_millis(50)));
+        return AdoptOutcome::Wait(Update {
+            status: st,
+            requeue: Some(cap_to_deadline(input, poll)),
+            note: None,
+        });
+    }
+    if let Some((droplet, ids)) = per_droplet.iter().find(|(_, ids)| ids.len() > 1) {
+        let msg = format!(
+            "several unclaimed {} actions appeared on droplet {droplet} after the request whose outcome is unknown ({}): another client runs the same action there, and the controller cannot tell which, if any, this request started; {}",
+            intent.type_,
+            join_ids(ids),
+            uncertain_message(intent, input.config)
+        );
+        if let Some(p) = st.pending_initiation.as_mut() {
+            p.uncertain = true;
+        }
+        let phase = st.phase.unwrap_or_default();
+        set_phase(
+            &mut st,
+            phase,
+            reasons::INITIATION_UNCERTAIN,
+            msg.clone(),
+            input.generation,
+            now,
+        );
+        return AdoptOutcome::Uncertain(Update {
+            status: st,
+            requeue: input
+                .spec
+                .deadline_seconds
+                .map(|_| cap_to_deadline(input, Duration::MAX)),
+            note: note(true, reasons::INITIATION_UNCERTAIN, msg),
+        });
+    }
+    adopted(input, st, intent, found)
+}
+
+/// Records the adopted actions (nothing is sent again).
+fn adopted(
+    input: &Input,
+    mut st: DropletActionStatus,
+    intent: &PendingInitiation,
+    found: &[&Action],
+) -> AdoptOutcome {
+    let now = input.now;
+    let window_over = now >= window_end(intent, input.config);
     let fallback_droplet = intent.droplet_ids.first().copied().unwrap_or(0);
     for a in found {
         st.actions
@@ -351,7 +427,7 @@ pub fn after_adopt_given(
         Ok(_) => None,
     };
     match (problem, looked_up) {
-        (None, Ok(a)) => match after_adopt(input, intent, &[&a]) {
+        (None, Ok(a)) => match adopted(input, input.status.clone(), intent, &[&a]) {
             AdoptOutcome::Adopted(u) | AdoptOutcome::Wait(u) | AdoptOutcome::Uncertain(u) => u,
         },
         (problem, _) => {

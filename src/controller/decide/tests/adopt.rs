@@ -35,7 +35,13 @@ fn adoption_takes_the_matching_unclaimed_action() {
     };
     st.phase = Some(Phase::Pending);
     let c = cfg();
-    match after_adopt(&input(&s, &st, t(105), &c), &intent, &found) {
+    // Within the window a match is not adopted yet: another could still appear.
+    assert!(matches!(
+        after_adopt(&input(&s, &st, t(105), &c), &intent, &found),
+        AdoptOutcome::Wait(_)
+    ));
+    let end = window_end(&intent, &c);
+    match after_adopt(&input(&s, &st, end, &c), &intent, &found) {
         AdoptOutcome::Adopted(u) => {
             assert_eq!(
                 u.status.actions.iter().map(|a| a.id).collect::<Vec<_>>(),
@@ -151,8 +157,8 @@ fn adoption_by_watermark_ignores_older_actions_whatever_the_clocks_say() {
     let found = adoption_candidates(&intent, &listed, &BTreeSet::new(), Duration::from_secs(60));
     assert_eq!(
         found.iter().map(|a| a.id).collect::<Vec<_>>(),
-        vec![23],
-        "the earliest newer action"
+        vec![23, 25],
+        "every newer action, whatever its started_at"
     );
     let claimed: BTreeSet<i64> = [23].into_iter().collect();
     let found = adoption_candidates(&intent, &listed, &claimed, Duration::from_secs(60));
@@ -323,4 +329,34 @@ fn an_ambiguous_post_keeps_the_intent_for_adoption() {
         decide(&input(&s, &u.status, t(2), &c)),
         Next::Adopt(_)
     ));
+}
+
+#[test]
+fn two_unclaimed_matches_are_not_guessed_between() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let c = cfg();
+    let intent = reboot_intent(t(0), true, Some(20), Some(1), false);
+    let st = DropletActionStatus {
+        phase: Some(Phase::Pending),
+        pending_initiation: Some(intent.clone()),
+        ..Default::default()
+    };
+    // Ours, and another client's reboot of the same droplet: which one the request started is unknowable.
+    let listed = [
+        action(21, 7, "reboot", ActionStatus::Completed, t(1)),
+        action(24, 7, "reboot", ActionStatus::InProgress, t(5)),
+    ];
+    let found = adoption_candidates(&intent, &listed, &BTreeSet::new(), c.adopt_skew);
+    let end = window_end(&intent, &c);
+    match after_adopt(&input(&s, &st, end, &c), &intent, &found) {
+        AdoptOutcome::Uncertain(u) => {
+            assert!(u.status.actions.is_empty(), "nothing adopted");
+            let msg = u.status.message.unwrap();
+            assert!(
+                msg.contains("21, 24") && msg.contains("adopt-action-id"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected uncertain, got {other:?}"),
+    }
 }
