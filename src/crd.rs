@@ -7,10 +7,7 @@
 //!
 //! The status is written only by the controller through the status subresource.
 
-use k8s_openapi::apimachinery::pkg::{
-    apis::meta::v1::{Condition, Time},
-    util::intstr::IntOrString,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
@@ -21,6 +18,18 @@ pub const GROUP: &str = "droplet-operator.dev";
 pub const VERSION: &str = "v1alpha1";
 /// The field manager used for every write the controller makes.
 pub const FIELD_MANAGER: &str = "droplet-operator";
+
+/// The largest DigitalOcean ID (droplet, image, kernel) the CRD admits: 2^53 - 1, the largest integer every JSON
+/// reader (and CEL) represents exactly. Every admitted ID fits in an `i64`.
+pub const MAX_ID: i64 = 9_007_199_254_740_991;
+/// The longest `deadlineSeconds` the CRD admits: 30 days.
+pub const MAX_DEADLINE_SECONDS: i64 = 30 * 24 * 3600;
+/// The longest `powerOffAfterSeconds` the CRD admits: 1 day.
+pub const MAX_POWER_OFF_AFTER_SECONDS: i64 = 24 * 3600;
+/// The longest `ttlSecondsAfterFinished` the CRD admits: 1 year.
+pub const MAX_TTL_SECONDS_AFTER_FINISHED: i64 = 365 * 24 * 3600;
+/// The longest image slug the CRD admits.
+pub const MAX_IMAGE_SLUG_LEN: u32 = 255;
 
 /// The eight action types DigitalOcean accepts on `POST /v2/droplets/actions?tag_name=`.
 pub const BY_TAG_TYPES: [ActionType; 8] = [
@@ -118,7 +127,7 @@ pub const BY_TAG_TYPES: [ActionType; 8] = [
 pub struct DropletActionSpec {
     /// ID of the droplet to act on. Exactly one of dropletId and tagName must be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_ID))]
     pub droplet_id: Option<i64>,
 
     /// Act on every droplet that has this DigitalOcean tag (one DigitalOcean action per droplet). Only the
@@ -151,6 +160,7 @@ pub struct DropletActionSpec {
     /// rebuild (required): an image slug such as ubuntu-24-04-x64, or an integer image ID. restore
     /// (required): the integer ID of one of this droplet's backups or snapshots (slugs are rejected).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "image_schema")]
     pub image: Option<IntOrString>,
 
     /// rename (required): the droplet's new name (a hostname: letters, digits, '.' and '-'). snapshot
@@ -162,7 +172,7 @@ pub struct DropletActionSpec {
     /// change_kernel (required): the ID of the kernel to boot (only for droplets with externally managed
     /// kernels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_ID))]
     pub kernel: Option<i64>,
 
     /// Secret in this namespace that holds the DigitalOcean API token. When omitted the operator's default
@@ -170,11 +180,11 @@ pub struct DropletActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_secret_ref: Option<TokenSecretRef>,
 
-    /// Stop tracking after this many seconds from when the controller first saw the resource: the phase
-    /// becomes Failed with reason DeadlineExceeded. DigitalOcean cannot cancel an action, so an action that
+    /// Stop tracking after this many seconds (at most 2592000, 30 days) from when the controller first saw the
+    /// resource: the phase becomes Failed with reason DeadlineExceeded. DigitalOcean cannot cancel an action, so an action that
     /// already started keeps running on DigitalOcean's side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_DEADLINE_SECONDS))]
     pub deadline_seconds: Option<i64>,
 
     /// How many times to initiate the action again after DigitalOcean reports it errored. Default 0 (no
@@ -184,21 +194,43 @@ pub struct DropletActionSpec {
     pub backoff_limit: Option<i32>,
 
     /// shutdown only: when the graceful shutdown has not completed after this many seconds, or errored,
-    /// issue a hard power_off (DigitalOcean's recommended pattern). Both actions appear in status.actions.
+    /// issue a hard power_off (DigitalOcean's recommended pattern). At most 86400 (1 day). Both actions appear in status.actions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_POWER_OFF_AFTER_SECONDS))]
     pub power_off_after_seconds: Option<i64>,
 
     /// Delete this DropletAction this many seconds after it finished (Succeeded, Failed or Expired), like
-    /// Jobs. Unset: keep it forever. 0: delete as soon as it finished.
+    /// Jobs. Unset: keep it forever. 0: delete as soon as it finished. At most 31536000 (1 year).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_TTL_SECONDS_AFTER_FINISHED))]
     pub ttl_seconds_after_finished: Option<i64>,
 
     /// Never initiate the action after this time (RFC 3339). Protects against a GitOps re-apply or a cluster
     /// restore re-running an old action: past this time the phase becomes Expired and nothing is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_after: Option<Time>,
+}
+
+/// An integer or a string, like Kubernetes' `IntOrString` (same schema, `x-kubernetes-int-or-string`), but the
+/// integer is an `i64`: DigitalOcean image IDs do not fit in the `i32` of `k8s_openapi`'s type, and every value
+/// the CRD admits must be readable.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// An integer (an image ID).
+    Int(i64),
+    /// A string (an image slug, or an ID written as a string).
+    String(String),
+}
+
+fn image_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "x-kubernetes-int-or-string": true,
+        // No minimum: the CEL rules reject 0 and negative IDs with a message that says what to set.
+        "maximum": MAX_ID,
+        "maxLength": MAX_IMAGE_SLUG_LEN,
+        "description": "rebuild (required): an image slug such as ubuntu-24-04-x64, or an integer image ID. restore (required): the integer ID of one of this droplet's backups or snapshots (slugs are rejected).",
+    })
 }
 
 /// DigitalOcean droplet action types.
@@ -434,6 +466,12 @@ pub struct DropletActionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
 
+    /// The resource's metadata.resourceVersion when the controller first saw it: the API server's revision at
+    /// creation unless the resource was changed before. DropletActions on one droplet take turns in the order
+    /// of this revision (see the README, "Order on a droplet").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_revision: Option<String>,
+
     /// When the resource reached Succeeded, Failed or Expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
@@ -464,6 +502,7 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
         "description": "Ready (True when Succeeded), Reconciling (True while work is in progress) and Stalled (True when Failed or Expired), kstatus-compatible.",
         "x-kubernetes-list-type": "map",
         "x-kubernetes-list-map-keys": ["type"],
+        "maxItems": 16,
         "items": {
             "type": "object",
             "description": "Condition contains details for one aspect of the current state of this API Resource.",
@@ -561,6 +600,23 @@ pub struct PendingInitiation {
     /// The droplets the request may act on (for tagName: the droplets that had the tag).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub droplet_ids: Vec<i64>,
+    /// The highest DigitalOcean action ID listed before the request was sent. DigitalOcean action IDs only
+    /// grow, so an action this request started has a higher ID; older ones are never adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
+    /// When the send attempt ended without a known outcome (timeout, dropped connection, 5xx). The window in
+    /// which a late action may still appear is measured from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_ended_at: Option<Time>,
+    /// True when the window passed without the action appearing: the controller stops (reason
+    /// InitiationUncertain) until the droplet-operator.dev/resend or droplet-operator.dev/adopt-action-id
+    /// annotation says what happened.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uncertain: bool,
+    /// True when this intent re-sends an uncertain one (droplet-operator.dev/resend): a 422 "pending event"
+    /// then means the earlier request may be running, and the controller looks for it again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resend: bool,
 }
 
 /// Backoff state for transient failures.

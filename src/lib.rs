@@ -15,6 +15,7 @@ pub mod crd;
 #[cfg(feature = "sandbox")]
 pub mod demo;
 pub mod digitalocean;
+pub mod events;
 pub mod metrics;
 pub mod operator;
 #[cfg(feature = "sandbox")]

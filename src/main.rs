@@ -67,6 +67,30 @@ struct SandboxArgs {
     /// Added latency per simulated request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Fraction of accepted action POSTs that the simulator applies late (after --late-commit-ms).
+    #[arg(long, default_value_t = 0.0)]
+    late_commit_rate: f64,
+    /// Longest late-commit delay in milliseconds (drawn uniformly from half of it to all of it).
+    #[arg(long, default_value_t = 10_000)]
+    late_commit_ms: u64,
+    /// Action lists (per droplet and account-wide) omit actions younger than this, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    list_lag_ms: u64,
+    /// Fraction of applied action POSTs answered with 500/502/503/504 anyway.
+    #[arg(long, default_value_t = 0.0)]
+    error_after_apply_rate: f64,
+    /// The simulated DigitalOcean clock runs this many seconds ahead (negative: behind).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_skew_secs: i64,
+    /// Expected actions per minute that "another client" starts on each droplet we sent an action to.
+    #[arg(long, default_value_t = 0.0)]
+    foreign_action_rate: f64,
+    /// Fraction of actions that report the status "done" (unknown to clients) instead of "completed".
+    #[arg(long, default_value_t = 0.0)]
+    unknown_status_rate: f64,
+    /// Fraction of actions that stay in-progress forever.
+    #[arg(long, default_value_t = 0.0)]
+    stuck_rate: f64,
     /// Simulated rate limit per minute (0: off).
     #[arg(long, default_value_t = 250)]
     rate_limit_per_minute: u32,
@@ -256,6 +280,15 @@ async fn sandbox(args: SandboxArgs) -> Result<(), CliError> {
         drop_after_apply_rate: args.drop_rate,
         errored_rate: args.errored_rate,
         latency: Duration::from_millis(args.latency_ms),
+        late_commit_rate: args.late_commit_rate,
+        late_commit_delay_min: Duration::from_millis(args.late_commit_ms / 2),
+        late_commit_delay_max: Duration::from_millis(args.late_commit_ms),
+        list_lag: Duration::from_millis(args.list_lag_ms),
+        error_after_apply_rate: args.error_after_apply_rate,
+        clock_skew_secs: args.clock_skew_secs,
+        foreign_action_rate: args.foreign_action_rate,
+        unknown_status_rate: args.unknown_status_rate,
+        stuck_rate: args.stuck_rate,
         ..Faults::default()
     };
     let opts = SandboxOptions {

@@ -138,6 +138,10 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
     DoClient::new(client_cfg).map_err(Error::DoClient)
 }
 
+/// How long in-flight work may run on after the shutdown signal. Kubernetes waits 30 s before it SIGKILLs a
+/// pod; a process that stops well before that gives a new leader its turn sooner.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
 /// Runs the operator with `client` until `shutdown` resolves (or, with leader election, until the Lease is
 /// lost: then it returns [`Error::LostLease`] so the process exits and restarts as a standby).
 ///
@@ -146,7 +150,38 @@ pub fn do_client(cfg: &OperatorConfig, metrics: Arc<Metrics>) -> Result<DoClient
 /// DropletActions in every watched namespace (the API server answers, the CRD is installed, RBAC allows it), so
 /// a rollout of several replicas completes; the leader stays ready. Leadership is the `droplet_operator_leader`
 /// gauge and a log line on every change.
+///
+/// Once `shutdown` resolved, reconciles in flight get [`SHUTDOWN_GRACE`] to finish; then everything is dropped,
+/// whatever it waits for (an unreachable API server, a DigitalOcean request that has not answered, a cache that
+/// never synced, a Lease that cannot be read). Stopping there is as safe as a crash: an initiation is recorded
+/// before its request is sent, so the next leader adopts it instead of sending it again.
 pub async fn run(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let hard_stop = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        result = run_until(client, cfg, shutdown) => result,
+        _ = hard_stop => {
+            tracing::warn!(
+                grace_seconds = SHUTDOWN_GRACE.as_secs(),
+                "work in flight did not finish within the shutdown grace period; stopping anyway (recorded \
+                 initiations are adopted, never re-sent, by the next leader)"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_until(
     client: kube::Client,
     cfg: OperatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -165,6 +200,8 @@ pub async fn run(
     let mut lost_leadership = None;
     let mut lease_task = None;
     let mut release: Option<tokio::sync::oneshot::Sender<()>> = None;
+    // Checked by the controller right before every DigitalOcean POST: a replica that lost the Lease never sends.
+    let mut is_leader: Option<Arc<AtomicBool>> = None;
     if let Some(le) = &cfg.leader_election {
         metrics.set_leader(false);
         let duration = le.lease_duration_seconds.max(2);
@@ -173,15 +210,22 @@ pub async fn run(
             .with_identity(&le.identity)
             .with_duration(duration)
             .with_grace((duration / 3).max(1))
-            .with_field_manager(crate::crd::FIELD_MANAGER)
-            .build()
-            .await
-            .map_err(|source| Error::Lease {
+            // Each replica its own field manager: with a shared one, two replicas could both take an expired Lease.
+            .with_field_manager(format!("{}-{}", crate::crd::FIELD_MANAGER, le.identity))
+            .build();
+        // The Lease may never be read (API server silent): a shutdown must not wait for it.
+        let manager = tokio::select! {
+            built = manager => built.map_err(|source| Error::Lease {
                 namespace: le.namespace.clone(),
                 name: le.lease_name.clone(),
                 source,
-            })?;
-        let (mut leader, task) = manager.watch().await;
+            })?,
+            _ = shutdown.clone() => return Ok(()),
+        };
+        let (mut leader, task) = tokio::select! {
+            watching = manager.watch() => watching,
+            _ = shutdown.clone() => return Ok(()),
+        };
         lease_task = Some(task);
         info!(lease = %le.lease_name, namespace = %le.namespace, identity = %le.identity, "waiting to become the leader");
         // A standby is ready once it could take over: it can list what it would watch.
@@ -207,6 +251,8 @@ pub async fn run(
         standby_check.abort();
         metrics.set_leader(true);
         info!(identity = %le.identity, leader = true, "became the leader");
+        let flag = Arc::new(AtomicBool::new(true));
+        is_leader = Some(flag.clone());
         let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
         let (release_tx, mut release_rx) = tokio::sync::oneshot::channel::<()>();
         lost_leadership = Some(lost_rx);
@@ -217,9 +263,13 @@ pub async fn run(
             // Holding `leader` keeps the Lease renewed; dropping it (when this task ends) releases the Lease.
             loop {
                 tokio::select! {
-                    _ = &mut release_rx => return,
+                    _ = &mut release_rx => {
+                        flag.store(false, Ordering::SeqCst);
+                        return;
+                    }
                     changed = leader.changed() => {
                         if changed.is_err() || !*leader.borrow_and_update() {
+                            flag.store(false, Ordering::SeqCst);
                             lease_metrics.set_leader(false);
                             warn!(%identity, leader = false, "lost the leader Lease; stopping");
                             let _ = lost_tx.send(());
@@ -256,6 +306,7 @@ pub async fn run(
         decide: controller::decide::DecideConfig::for_timeout(cfg.do_timeout, cfg.poll_scale),
         default_token: cfg.default_token.clone(),
         instance: cfg.instance.clone(),
+        leader: is_leader,
     };
     info!(
         api = %cfg.do_api_url,

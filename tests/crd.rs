@@ -217,3 +217,132 @@ fn droplet_action_validator() -> SchemaValidator {
     SchemaValidator::for_crd(&droplet_operator::crd::definition())
         .expect("the generated DropletAction CRD has a schema")
 }
+
+/// A `tagName: null` beside `dropletId` is admitted (null counts as absent for CEL `has()`), and reads as absent.
+#[test]
+fn a_null_nullable_field_counts_as_absent() {
+    let v = droplet_action_validator();
+    let obj = admit(
+        &v,
+        da(json!({"type": "reboot", "dropletId": 1, "tagName": null})),
+    )
+    .expect("tagName: null beside dropletId is admitted");
+    let read: droplet_operator::crd::DropletAction = serde_json::from_value(obj).unwrap();
+    assert_eq!(read.spec.tag_name, None);
+    // A tag set beside a droplet is still rejected.
+    assert!(
+        admit(
+            &v,
+            da(json!({"type": "reboot", "dropletId": 1, "tagName": "web"}))
+        )
+        .is_err()
+    );
+}
+
+/// Values beyond the CRD's maxima are rejected at admission (so no arithmetic on them can overflow).
+#[test]
+fn maxima_are_enforced_at_admission() {
+    use droplet_operator::crd::{MAX_DEADLINE_SECONDS, MAX_ID, MAX_TTL_SECONDS_AFTER_FINISHED};
+    let v = droplet_action_validator();
+    for spec in [
+        json!({"type": "reboot", "dropletId": MAX_ID + 1}),
+        json!({"type": "reboot", "dropletId": 1, "deadlineSeconds": MAX_DEADLINE_SECONDS + 1}),
+        json!({"type": "reboot", "dropletId": 1, "ttlSecondsAfterFinished": MAX_TTL_SECONDS_AFTER_FINISHED + 1}),
+        json!({"type": "rebuild", "dropletId": 1, "image": MAX_ID + 1}),
+        json!({"type": "rebuild", "dropletId": 1, "image": "a".repeat(256)}),
+        json!({"type": "shutdown", "dropletId": 1, "powerOffAfterSeconds": 86401}),
+    ] {
+        assert!(admit(&v, da(spec.clone())).is_err(), "admitted {spec}");
+    }
+}
+
+mod admitted_objects_round_trip {
+    use super::*;
+    use droplet_operator::crd::{
+        DropletAction, MAX_DEADLINE_SECONDS, MAX_ID, MAX_POWER_OFF_AFTER_SECONDS,
+        MAX_TTL_SECONDS_AFTER_FINISHED,
+    };
+    use kube::core::DynamicObject;
+    use proptest::prelude::*;
+
+    /// An integer in `lo..=hi`, often one of the bounds.
+    fn bounded(lo: i64, hi: i64) -> impl Strategy<Value = i64> {
+        prop_oneof![Just(lo), Just(hi), lo..=hi]
+    }
+
+    /// A slug of `[a-z0-9]` then up to `max - 1` of `[a-z0-9{extra}]`, often the longest.
+    fn slug(max: usize, extra: &str) -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".repeat(max)),
+            proptest::string::string_regex(&format!("[a-z0-9][a-z0-9{extra}]{{0,{}}}", max - 1))
+                .unwrap(),
+        ]
+    }
+
+    fn image() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            bounded(1, MAX_ID).prop_map(Value::from),
+            Just(Value::from(3_000_000_000i64)),
+            slug(255, ".-").prop_map(Value::from),
+        ]
+    }
+
+    fn spec() -> impl Strategy<Value = Value> {
+        let common = (
+            bounded(1, MAX_ID),
+            proptest::option::of(bounded(1, MAX_DEADLINE_SECONDS)),
+            proptest::option::of(bounded(0, MAX_TTL_SECONDS_AFTER_FINISHED)),
+            proptest::option::of(0..=100i32),
+        );
+        let typed = prop_oneof![
+            Just(json!({"type": "reboot"})),
+            image().prop_map(|i| json!({"type": "rebuild", "image": i})),
+            bounded(1, MAX_ID).prop_map(|i| json!({"type": "restore", "image": i})),
+            slug(64, "-").prop_map(|s| json!({"type": "resize", "size": s, "disk": true})),
+            proptest::string::string_regex("[a-zA-Z0-9][a-zA-Z0-9.-]{0,253}[a-zA-Z0-9]")
+                .unwrap()
+                .prop_map(|n| json!({"type": "rename", "name": n})),
+            bounded(1, MAX_ID).prop_map(|k| json!({"type": "change_kernel", "kernel": k})),
+            bounded(1, MAX_POWER_OFF_AFTER_SECONDS)
+                .prop_map(|p| json!({"type": "shutdown", "powerOffAfterSeconds": p})),
+        ];
+        (common, typed).prop_map(|((droplet, deadline, ttl, backoff), mut spec)| {
+            spec["dropletId"] = json!(droplet);
+            if let Some(d) = deadline {
+                spec["deadlineSeconds"] = json!(d);
+                if let Some(p) = spec.get("powerOffAfterSeconds").and_then(Value::as_i64)
+                    && p >= d
+                {
+                    spec.as_object_mut().unwrap().remove("deadlineSeconds");
+                }
+            }
+            if let Some(t) = ttl {
+                spec["ttlSecondsAfterFinished"] = json!(t);
+            }
+            if let Some(b) = backoff {
+                spec["backoffLimit"] = json!(b);
+            }
+            spec
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn every_admitted_object_is_read_and_round_trips(spec in spec()) {
+            let v = droplet_action_validator();
+            let admitted = admit(&v, da(spec.clone()));
+            prop_assert!(admitted.is_ok(), "the generator made an invalid object: {spec} {admitted:?}");
+            let stored = admitted.unwrap();
+            // Read the way the controller reads the watch: untyped first, then one object at a time.
+            let raw: DynamicObject = serde_json::from_value(stored.clone()).unwrap();
+            let read = droplet_operator::controller::intake::read(&raw);
+            prop_assert!(read.is_ok(), "{spec}: {read:?}");
+            let read = read.unwrap();
+            let again: DropletAction =
+                serde_json::from_value(serde_json::to_value(&read).unwrap()).unwrap();
+            prop_assert_eq!(&again, &read);
+            prop_assert_eq!(serde_json::to_value(&read.spec).unwrap(), stored["spec"].clone());
+        }
+    }
+}

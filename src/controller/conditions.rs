@@ -35,7 +35,16 @@ pub mod reasons {
     pub const NOT_AFTER_PASSED: &str = "NotAfterPassed";
     pub const NO_DROPLETS: &str = "NoDropletsWithTag";
     pub const REJECTED: &str = "Rejected";
+    /// The outcome of a request is unknown and no action appeared: waits for an annotation (Stalled).
+    pub const INITIATION_UNCERTAIN: &str = "InitiationUncertain";
+    /// DigitalOcean reports an action status the controller does not know.
+    pub const UNKNOWN_ACTION_STATUS: &str = "UnknownActionStatus";
+    /// A snapshot completed but its image was not found (event reason; the phase is Succeeded).
+    pub const SNAPSHOT_IMAGE_NOT_FOUND: &str = "SnapshotImageNotFound";
 }
+
+/// Reasons that stop a resource that is not finished: Stalled=True, Reconciling=False.
+const STALLED_WHILE_ACTIVE: [&str; 1] = [reasons::INITIATION_UNCERTAIN];
 
 /// Sets phase, reason, message and the three conditions for `generation`.
 pub fn set_phase(
@@ -52,6 +61,9 @@ pub fn set_phase(
     status.message = Some(message.clone());
     status.observed_generation = Some(generation);
     let (ready, reconciling, stalled) = match phase {
+        Phase::Pending | Phase::Running if STALLED_WHILE_ACTIVE.contains(&reason) => {
+            (false, false, true)
+        }
         Phase::Pending | Phase::Running => (false, true, false),
         Phase::Succeeded => (true, false, false),
         Phase::Failed | Phase::Expired => (false, false, true),

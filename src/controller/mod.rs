@@ -2,26 +2,76 @@
 //!
 //! # Exactly once
 //! DigitalOcean has no idempotency key for droplet actions: a repeated `POST .../actions` starts the action
-//! again. The controller therefore never sends an initiation twice for the same attempt, even when it crashes
-//! or loses a response:
+//! again. And DigitalOcean is slow and eventually consistent: a POST may be applied seconds after our request
+//! timed out, lists may omit actions for a while, `started_at` comes from a clock that is not ours, and other
+//! clients (doctl, the console) start actions on the same droplets. The controller therefore never sends a
+//! second initiation for an attempt on its own; it either *knows* the outcome, *finds* the action, or *stops
+//! and asks*. Every initiation follows one protocol ([`reconcile`]'s `initiate`, decisions in [`decide`]):
 //!
-//! 1. Before sending, it writes the *intent* (`status.pendingInitiation`: attempt, type, droplets, time) with a
-//!    `resourceVersion` precondition. If that write fails, nothing was sent. Two controller instances cannot
-//!    both record the same intent: the second write conflicts (409) and re-reads.
-//! 2. It sends the request. The DigitalOcean client never re-sends a request that may have been applied
-//!    (timeouts, dropped connections, 5xx): it reports the outcome as *ambiguous* instead.
-//! 3. Right after a response it records the returned action IDs and clears the intent.
+//! 1. **Watermark.** Right before, it lists the droplet's newest actions (for a tag: the account's) and keeps
+//!    the highest action ID. DigitalOcean action IDs only grow, so an action our request starts has a higher ID
+//!    than anything listed before the send. A lagging list only lowers the watermark, which never hides ours.
+//! 2. **Rate-budget slot.** It reserves the request's slot in the token's budget before the intent, so no budget
+//!    wait sits between the intent and the send.
+//! 3. **Intent.** It writes `status.pendingInitiation` (attempt, type, droplets, watermark, time) with a
+//!    `resourceVersion` precondition. If that write fails, nothing was sent. Two replicas cannot both record the
+//!    intent: the second write conflicts (409).
+//! 4. **Leadership.** Right before the send it checks that this replica still holds the Lease (each replica
+//!    renews it under its own field manager, `droplet-operator-<identity>`); if not, it withdraws the intent
+//!    and sends nothing. A new leader never sends an old intent: it looks for its action (5).
+//! 5. **Send.** The client never re-sends a request that may have been applied (timeout, dropped connection,
+//!    5xx): it reports the outcome as *ambiguous*. A known outcome is written at once: the returned action
+//!    IDs, or the refusal. A 409 on that write re-reads the object and writes again: IDs are never dropped.
+//!    An ambiguous outcome records `sendEndedAt` and the request is looked for (6).
+//! 6. **Adoption.** An intent without IDs (ambiguous outcome, or the process died after 3) is resolved by
+//!    listing the droplets' actions for [`policy::ADOPT_WINDOW`] (120 s, scaled by `--poll-scale`) after the
+//!    send ended (when no end was recorded: after the intent plus the request timeout), long enough for a late
+//!    commit and a lagging list. A match is an action of the intent's type with an ID above the watermark, on
+//!    one of its droplets, claimed by no DropletAction; no clock is compared, so skew does not matter. When
+//!    the window ends with exactly one match per droplet, it is adopted. Two or more mean another client ran
+//!    the same action there, and which one is ours cannot be known: that is uncertain too (7).
+//! 7. **Uncertain.** When the window passes with nothing found, the controller does not guess "nothing
+//!    started": the resource stops with reason `InitiationUncertain` (Stalled=True, a Warning event) and a
+//!    message saying what was looked for and how to check. The user resolves it with an annotation:
+//!    `droplet-operator.dev/adopt-action-id: "<id>"` adopts that action (checked: same type, same droplet,
+//!    unclaimed), `droplet-operator.dev/resend: "true"` sends the request again as the same attempt. The
+//!    controller removes the annotation before acting on it, so it is used once. A deadline still ends the
+//!    resource, saying the action may run.
+//! 8. **Busy after ambiguity.** A re-send refused with 422 "pending event" means the first request may be what
+//!    keeps the droplet busy: the controller looks for it again (6) instead of backing off and re-sending.
 //!
-//! A reconcile that finds an intent without IDs (the process died between 1 and 3, or the response was lost)
-//! *adopts* instead of re-sending: it lists the droplet's actions (for a tag: each tagged droplet's) and takes
-//! over the action of the intent's type that started at or after the intent time (less a clock-skew allowance)
-//! and that no DropletAction has claimed yet. Only when no such action has appeared by the end of a grace period
-//! (the request timeout plus a margin, after which no request of ours can still be in flight) is it certain that
-//! nothing started, and the request is sent again under a fresh intent.
+//! Remaining risk, stated: when our request started nothing (lost before DigitalOcean applied it, or the
+//! process died before sending) and exactly one other client's action of the same type shows up on the droplet
+//! within the window, it is taken for ours. Nothing can tell the two apart (DigitalOcean reports no request
+//! parameters or client identity); the watermark keeps every earlier action out, and no duplicate initiation
+//! can follow from it.
+//!
+//! # States
+//! [`decide::state_of`] derives one [`decide::State`] from spec, status and clock; one function per state
+//! returns the next step ([`decide::Next`]); [`reconcile`] performs its IO and feeds the result back.
+//!
+//! | State | What happens | Next |
+//! |---|---|---|
+//! | `Finished` | Succeeded/Failed/Expired: wait for `ttlSecondsAfterFinished`, then delete | — |
+//! | `DeadlinePassed` | Failed `DeadlineExceeded`; names actions and uncertain requests that may still run | `Finished` |
+//! | `NotAfterPassed` | nothing was sent: Expired `NotAfterPassed` | `Finished` |
+//! | `NoToken` | `TokenNotFound` (Warning once), re-check every 15 s | any |
+//! | `ResolvingTag` | list the tagged droplets; none: Failed `NoDropletsWithTag` | `New` |
+//! | `New` | queued behind another DropletAction (`WaitingForDroplet`), or backing off, or initiate (protocol above) | `Active`, `Initiating`, `New` (refused: `DropletBusy`/`Retrying`), `Finished` (permanent error) |
+//! | `Initiating` | an intent without IDs: look for its action above the watermark until the window ends (`Adopting`) | `Active` (exactly one match), `Uncertain` (none, or several) |
+//! | `Uncertain` | `InitiationUncertain`, Stalled: wait for the adopt or resend annotation | `Active`, `Initiating` |
+//! | `Active` | poll actions in flight (batched), resolve snapshot images (bounded), check a shutdown's power state, send the power_off fallback (`powerOffAfterSeconds` passed and the shutdown not finished, or it errored), retry an errored attempt (`backoffLimit`); unknown DigitalOcean status: `UnknownActionStatus`, polled, bounded | `Active`, `Initiating` (retry / fallback), `Finished` |
 //!
 //! # Per-droplet ordering
-//! See [`ordering`]: one DropletAction works on a droplet at a time, in creation order. A droplet busy with an
-//! action started elsewhere (422 "pending event") waits with backoff (`DropletBusy`) until the deadline.
+//! See [`ordering`]: one DropletAction works on a droplet at a time, in creation order (the API server's
+//! revision at creation, recorded in `status.creationRevision`), one queue per namespace and token so that a
+//! tenant that cannot start never blocks another. A droplet busy with an action started elsewhere (422 "pending
+//! event") waits with backoff (`DropletBusy`) until the deadline.
+//!
+//! # One bad object stops nobody
+//! See [`intake`]: the watch reads untyped objects and converts each one alone; an object that cannot be read is
+//! reported on itself (Warning event and Stalled condition, reason `Unreadable`, naming the field) and skipped, so
+//! the initial list, readiness and every other resource carry on.
 //!
 //! # Few API calls
 //! See [`tracker`]: completion is polled adaptively per type, and many in-flight actions are observed with one
@@ -29,12 +79,14 @@
 //! slows down as the budget runs low.
 //!
 //! # Structure
-//! [`decide`] holds every decision as pure functions of (spec, status, clock, observations); [`reconcile`]
-//! performs the IO those decisions ask for.
+//! [`decide`] holds every decision as pure functions of (spec, status, clock, observations), one file per step;
+//! [`policy`] every timing; [`reconcile`] performs the IO those decisions ask for and decides nothing.
 
 pub mod conditions;
 pub mod decide;
+pub mod intake;
 pub mod ordering;
+pub mod policy;
 pub mod reconcile;
 pub mod request;
 pub mod tokens;
@@ -45,7 +97,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::TryStreamExt;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -90,8 +142,8 @@ pub struct Context {
     pub stores: Vec<Store<DropletAction>>,
     /// Batched action-status observation.
     pub tracker: tracker::Tracker,
-    /// Event publisher.
-    pub recorder: Recorder,
+    /// Event publisher (notes cut to 1 KiB, names valid for the longest resource names).
+    pub recorder: crate::events::Publisher,
     /// Decision tunables.
     pub config: decide::DecideConfig,
     /// Wakes DropletActions queued behind one that finished.
@@ -102,6 +154,17 @@ pub struct Context {
     pub synced: Vec<Arc<AtomicBool>>,
     /// UIDs of resources this controller finished; the caches may lag behind their final status.
     pub finished: std::sync::Mutex<std::collections::BTreeMap<String, ObjectRef<DropletAction>>>,
+    /// With leader election: true while this replica holds the Lease.
+    pub leader: Option<Arc<AtomicBool>>,
+}
+
+impl Context {
+    /// Whether this replica may send to DigitalOcean: it holds the Lease (or runs without leader election).
+    pub fn is_leader(&self) -> bool {
+        self.leader
+            .as_ref()
+            .is_none_or(|l| l.load(Ordering::SeqCst))
+    }
 }
 
 /// How to run the controller.
@@ -117,6 +180,8 @@ pub struct RunOptions {
     pub default_token: Option<Token>,
     /// Reporter instance (pod name) for events.
     pub instance: Option<String>,
+    /// With leader election: true while this replica holds the Lease (None: no leader election).
+    pub leader: Option<Arc<AtomicBool>>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -128,15 +193,31 @@ pub async fn run(
     ready: Option<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let apis: Vec<Api<DropletAction>> = if options.namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+    // Watched untyped and read one object at a time (see [`intake`]): an object that cannot be read is reported
+    // and skipped instead of failing the whole list.
+    let resource = intake::api_resource();
+    let apis: Vec<Api<kube::core::DynamicObject>> = if options.namespaces.is_empty() {
+        vec![Api::all_with(client.clone(), &resource)]
     } else {
         options
             .namespaces
             .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
+            .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
             .collect()
     };
+    let recorder = crate::events::Publisher::new(
+        client.clone(),
+        Reporter {
+            controller: "droplet-operator".into(),
+            instance: options.instance.clone(),
+        },
+    );
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel::<intake::Report>();
+    tokio::spawn(intake::report_unreadable(
+        client.clone(),
+        recorder.clone(),
+        reports_rx,
+    ));
     let (wake_tx, wake_rx) = mpsc::unbounded_channel::<ObjectRef<DropletAction>>();
     let (fanout_tx, _) = tokio::sync::broadcast::channel::<ObjectRef<DropletAction>>(4096);
     let config = ControllerConfig::default().concurrency(options.concurrency);
@@ -154,8 +235,13 @@ pub async fn run(
         let (reader, writer) = reflector::store::<DropletAction>();
         let all_flags = synced.clone();
         let ready_signal = ready_signal.clone();
+        let reports = reports_tx.clone();
         let stream = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            .filter_map(move |ev| {
+                let converted = ev.map(|ev| intake::convert(ev, &reports)).transpose();
+                std::future::ready(converted)
+            })
             .modify(slim_for_cache)
             .reflect(writer)
             .inspect_ok(move |ev| {
@@ -172,13 +258,7 @@ pub async fn run(
         stores.push(reader.clone());
         controllers.push(Controller::for_stream(stream, reader).with_config(config.clone()));
     }
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "droplet-operator".into(),
-            instance: options.instance.clone(),
-        },
-    );
+    drop(reports_tx);
     let ctx = Arc::new(Context {
         client: client.clone(),
         tracker: tracker::Tracker::new(do_client.clone()),
@@ -191,6 +271,7 @@ pub async fn run(
         wake: wake_tx,
         metrics: metrics.clone(),
         finished: Default::default(),
+        leader: options.leader.clone(),
     });
 
     // Fan wake-ups out to every namespace's controller; each picks its own.
@@ -234,7 +315,21 @@ pub async fn run(
             });
         runs.push(run);
     }
-    futures::future::join_all(runs).await;
+    // kube's runner waits for every store to be ready before it can wind down; before the first sync no reconcile
+    // gets past its first line (see reconcile), so nothing can be in flight: stop at once.
+    let never_synced = {
+        let synced = synced.clone();
+        async move {
+            shutdown.await;
+            if synced.iter().all(|s| s.load(Ordering::SeqCst)) {
+                futures::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = futures::future::join_all(runs) => {}
+        _ = never_synced => info!("stopping before the caches synced"),
+    }
     info!("controller stopped");
 }
 

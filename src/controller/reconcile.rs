@@ -14,39 +14,18 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{Map, Value, json};
 use tracing::{debug, info, warn};
 
-use super::conditions::reasons;
 use super::decide::{
     self, AdoptOutcome, Gate, InitTarget, Input, Next, Note, TokenState, Update,
     adoption_candidates,
 };
+use super::policy::{self, budget_factor};
 use super::tokens::{self, TokenLookup};
-use super::{Context, Error, ordering, request};
+use super::{Context, Error, ordering};
 use crate::crd::{DropletAction, DropletActionStatus, FIELD_MANAGER, Phase};
-use crate::digitalocean::{Action, BudgetSnapshot, DoError, PostError, Token};
+use crate::digitalocean::{Action, DoError, PostError, Token};
 
 /// Upper bound of steps in one reconcile (each step is at most one kind of DigitalOcean call).
 const MAX_STEPS: usize = 16;
-
-/// How much to stretch polling when the rate budget runs low.
-pub fn budget_factor(b: &BudgetSnapshot) -> f64 {
-    let frac = |rem: u32, lim: u32| {
-        if lim == 0 {
-            1.0
-        } else {
-            f64::from(rem) / f64::from(lim)
-        }
-    };
-    let left = frac(b.remaining_minute, b.limit_minute).min(frac(b.remaining_hour, b.limit_hour));
-    if left < 0.1 {
-        8.0
-    } else if left < 0.25 {
-        4.0
-    } else if left < 0.5 {
-        2.0
-    } else {
-        1.0
-    }
-}
 
 /// RFC 7386 merge patch that turns `old` into `new` (removed keys become null).
 pub fn merge_diff(old: &Value, new: &Value) -> Value {
@@ -162,7 +141,8 @@ fn requeue(d: Option<Duration>) -> Requeue {
     }
 }
 
-/// Reconciles one DropletAction.
+/// Reconciles one DropletAction: asks [`decide::decide`] for the next step and performs its IO, until the step
+/// is "write status and wait". Every decision is made in [`decide`]; this only talks to the servers.
 pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // The ordering gate and adoption read every DropletAction from the caches: never decide on a partial view
     // (after a restart the first reconciles can start before the initial list is in).
@@ -180,6 +160,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     let mut obj = (*obj).clone();
     // An open intent in the cache is often our own write from a moment ago, with the outcome already stored but
     // not yet seen by the watch. Re-read before adopting: a Kubernetes GET is cheaper than a DigitalOcean list.
+    // (The cache also drops annotations, which resolve uncertain intents.)
     if obj
         .status
         .as_ref()
@@ -193,14 +174,11 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     // The spec is immutable (admission enforces it), so one copy serves every step.
     let spec = obj.spec.clone();
     let generation = obj.metadata.generation.unwrap_or(1);
-    let was_terminal = obj.phase().is_terminal();
-    let mut tracked = false;
+    let resolution = decide::Resolution::from_annotations(obj.annotations());
 
     // The token is needed for everything but finished resources.
-    let token: Option<Token>;
-    let token_state = if was_terminal {
-        token = None;
-        TokenState::Available
+    let token = if obj.phase().is_terminal() {
+        TokenState::Missing(String::new())
     } else {
         match tokens::lookup(
             &ctx.client,
@@ -211,24 +189,24 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         .await
         .map_err(Error::Kube)?
         {
-            TokenLookup::Found(t) => {
-                token = Some(t);
-                TokenState::Available
-            }
-            TokenLookup::Missing(why) => {
-                token = None;
-                TokenState::Missing(why)
-            }
+            TokenLookup::Found(t) => TokenState::Available(t),
+            TokenLookup::Missing(why) => TokenState::Missing(why),
         }
     };
 
     // `obj` is always the object as stored (the base of every status diff); `working` carries observations
     // that are not written yet (polled action statuses) into the next decision.
     let mut working: Option<DropletActionStatus> = None;
+    let mut tracked = false;
     for _ in 0..MAX_STEPS {
-        let status = working
+        let mut status = working
             .take()
             .unwrap_or_else(|| obj.status.clone().unwrap_or_default());
+        // (ordering.rs, creation order) Record the revision at first sight with the first status write: after that
+        // write the resourceVersion no longer tells when the resource was created.
+        if status.creation_revision.is_none() && !obj.phase().is_terminal() {
+            status.creation_revision = obj.metadata.resource_version.clone();
+        }
         if let Some(last) = status.actions.last() {
             tracing::Span::current().record("action_id", last.id);
         }
@@ -244,23 +222,28 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         } else {
             Gate::Free
         };
-        let budget = token
-            .as_ref()
-            .map(|t| budget_factor(&ctx.do_client.budget(t)))
-            .unwrap_or(1.0);
+        let budget = match &token {
+            TokenState::Available(t) => budget_factor(&ctx.do_client.budget(t)),
+            TokenState::Missing(_) => 1.0,
+        };
         let input = Input {
             spec: &spec,
             status: &status,
             generation,
             now: Timestamp::now(),
-            token: token_state.clone(),
+            token: token.clone(),
             gate,
             budget_factor: budget,
             tracked,
+            resolution: resolution.clone(),
             config: &ctx.config,
         };
         let next = decide::decide(&input);
         debug!(?next, "decided");
+        let now = || Input {
+            now: Timestamp::now(),
+            ..input.clone()
+        };
         match next {
             Next::Update(u) => return finish_update(&ctx, &api, &obj, u).await,
             Next::Delete => {
@@ -272,97 +255,20 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 }
                 return Ok(Requeue::await_change());
             }
-            Next::ResolveTag { tag, status: st } => {
-                let Some(token) = &token else {
-                    return Ok(Requeue::requeue(ctx.config.recheck));
-                };
-                let mut st = st;
-                match ctx.do_client.list_droplets_by_tag(token, &tag).await {
-                    Ok(droplets) if droplets.is_empty() => {
-                        let msg = format!("no droplet has the tag {tag:?}; nothing to do");
-                        let input = Input {
-                            now: Timestamp::now(),
-                            ..input
-                        };
-                        let u = decide::finished(
-                            st,
-                            &input,
-                            Phase::Failed,
-                            reasons::NO_DROPLETS,
-                            reasons::NO_DROPLETS,
-                            msg,
-                        );
-                        return finish_update(&ctx, &api, &obj, u).await;
-                    }
-                    Ok(droplets) => {
-                        let mut ids: Vec<i64> = droplets.iter().map(|d| d.id).collect();
-                        ids.sort_unstable();
-                        st.droplet_ids = ids;
-                        match write_status(&api, &obj, &st).await? {
-                            Written::Ok(updated) => obj = *updated,
-                            Written::Conflict => {
-                                return Ok(Requeue::requeue(Duration::from_millis(200)));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        return finish_with_error(&ctx, &api, &obj, &input, &status, &e).await;
-                    }
+            Next::ResolveTag { tag, status, token } => {
+                let found = ctx.do_client.list_droplets_by_tag(&token, &tag).await;
+                let u = decide::after_resolve_tag(&now(), &tag, status, found);
+                if u.status.droplet_ids.is_empty() || u.status.phase.is_some_and(Phase::is_terminal)
+                {
+                    return finish_update(&ctx, &api, &obj, u).await;
                 }
-            }
-            Next::Initiate(init) => {
-                let Some(token) = &token else {
-                    return Ok(Requeue::requeue(ctx.config.recheck));
-                };
-                let req = match request::action_request(&obj.spec, init.type_) {
-                    Ok(r) => r,
-                    Err(msg) => {
-                        let input = Input {
-                            now: Timestamp::now(),
-                            ..input
-                        };
-                        let u = decide::finished(
-                            status.clone(),
-                            &input,
-                            Phase::Failed,
-                            reasons::REJECTED,
-                            reasons::REJECTED,
-                            msg,
-                        );
-                        return finish_update(&ctx, &api, &obj, u).await;
-                    }
-                };
-                // 1. Record the intent. If this write fails nothing was sent; if the process dies after it, the
-                //    next reconcile adopts instead of re-sending.
-                match write_status(&api, &obj, &init.intent_status).await? {
+                match write_status(&api, &obj, &u.status).await? {
                     Written::Ok(updated) => obj = *updated,
                     Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
                 }
-                // 2. Send it. The client never retries a request that may have been applied.
-                let result: Result<Vec<Action>, PostError> = match &init.target {
-                    InitTarget::Droplet(d) => ctx
-                        .do_client
-                        .post_droplet_action(token, *d, &req)
-                        .await
-                        .map(|a| vec![a]),
-                    InitTarget::Tag(t) => ctx.do_client.post_tag_action(token, t, &req).await,
-                };
-                ctx.metrics
-                    .initiation(init.type_.as_str(), result.as_ref().err());
-                // 3. Record the outcome (action IDs right away).
-                let input = Input {
-                    status: obj.status.as_ref().unwrap_or(&status),
-                    now: Timestamp::now(),
-                    ..input
-                };
-                let u = decide::after_post(&input, &init, result);
-                // If this write fails, the intent stays and the next reconcile adopts the action(s).
-                return finish_update(&ctx, &api, &obj, u).await;
             }
+            Next::Initiate(init) => return initiate(&ctx, &api, obj, &input, init).await,
             Next::Adopt(adoption) => {
-                let Some(token) = &token else {
-                    return Ok(Requeue::requeue(ctx.config.recheck));
-                };
                 let intent = adoption.intent;
                 let droplets = if intent.droplet_ids.is_empty() {
                     decide::droplets_of(&obj.spec, &status)
@@ -371,7 +277,11 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 };
                 let mut listed = Vec::new();
                 for d in &droplets {
-                    match ctx.do_client.list_all_droplet_actions(token, *d, 2).await {
+                    match ctx
+                        .do_client
+                        .list_all_droplet_actions(&adoption.token, *d, policy::ADOPT_LIST_PAGES)
+                        .await
+                    {
                         Ok(mut actions) => {
                             for a in actions.iter_mut() {
                                 a.resource_id.get_or_insert(*d);
@@ -383,12 +293,13 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         }
                     }
                 }
-                let claimed = ordering::claimed_action_ids(&all_known(&ctx))
-                    .into_iter()
-                    .chain(status.actions.iter().map(|a| a.id))
-                    .collect();
-                let found = adoption_candidates(&intent, &listed, &claimed, ctx.config.adopt_skew);
-                match decide::after_adopt(&input, &intent, &found) {
+                let found = adoption_candidates(
+                    &intent,
+                    &listed,
+                    &claimed(&ctx, &status),
+                    ctx.config.adopt_skew,
+                );
+                match decide::after_adopt(&now(), &intent, &found) {
                     AdoptOutcome::Adopted(u) => {
                         info!(actions = ?found.iter().map(|a| a.id).collect::<Vec<_>>(), "adopted");
                         ctx.metrics.adopted(found.len());
@@ -408,25 +319,45 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                         }
                         return Ok(requeue(u.requeue));
                     }
-                    AdoptOutcome::NothingStarted(st) => {
-                        info!("no action matches the recorded initiation; it did not start");
-                        match write_status(&api, &obj, &st).await? {
-                            Written::Ok(updated) => obj = *updated,
-                            Written::Conflict => {
-                                return Ok(Requeue::requeue(Duration::from_millis(200)));
-                            }
-                        }
+                    AdoptOutcome::Uncertain(u) => {
+                        warn!(intent = ?intent, "no action appeared for an uncertain initiation; waiting for an annotation");
+                        return finish_update(&ctx, &api, &obj, u).await;
                     }
                 }
             }
-            Next::Track(t) => {
-                let Some(token) = &token else {
-                    return Ok(Requeue::requeue(ctx.config.recheck));
+            Next::AdoptGiven(given) => {
+                // Consume the annotation first: once acted on, it must not resolve a later uncertainty.
+                let Some(updated) = remove_annotation(&api, &obj, decide::ADOPT_ANNOTATION).await?
+                else {
+                    return Ok(Requeue::requeue(Duration::from_millis(200)));
                 };
+                obj = updated;
+                let looked_up = ctx
+                    .do_client
+                    .get_action(&given.token, given.action_id)
+                    .await;
+                let u = decide::after_adopt_given(
+                    &now(),
+                    &given.intent,
+                    given.action_id,
+                    looked_up,
+                    &claimed(&ctx, &status),
+                );
+                info!(
+                    action_id = given.action_id,
+                    "adopting the action named by annotation"
+                );
+                return finish_update(&ctx, &api, &obj, u).await;
+            }
+            Next::Track(t) => {
                 let observed = if t.in_progress.is_empty() {
                     BTreeMap::new()
                 } else {
-                    match ctx.tracker.observe(token, &t.in_progress, t.max_age).await {
+                    match ctx
+                        .tracker
+                        .observe(&t.token, &t.in_progress, t.max_age)
+                        .await
+                    {
                         Ok(o) => {
                             debug!(observed = ?o.values().map(|a| (a.id, a.status.clone())).collect::<Vec<_>>(), "tracked");
                             o
@@ -438,7 +369,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 };
                 let mut images = BTreeMap::new();
                 for (droplet, action_id, started) in &t.snapshots {
-                    match find_snapshot(&ctx, token, *droplet, *started).await {
+                    match find_snapshot(&ctx, &t.token, *droplet, *started).await {
                         Ok(Some(image)) => {
                             images.insert(*action_id, image);
                         }
@@ -450,7 +381,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 }
                 let mut power = BTreeMap::new();
                 for (droplet, action_id) in &t.power_checks {
-                    match ctx.do_client.get_droplet(token, *droplet).await {
+                    match ctx.do_client.get_droplet(&t.token, *droplet).await {
                         Ok(d) => {
                             power.insert(*action_id, d.status.clone());
                         }
@@ -466,6 +397,151 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
     }
     warn!("reconcile did not settle within {MAX_STEPS} steps");
     Ok(Requeue::requeue(Duration::from_secs(1)))
+}
+
+/// Action IDs no intent may adopt: every cached DropletAction's, and this one's.
+fn claimed(ctx: &Context, status: &DropletActionStatus) -> BTreeSet<i64> {
+    ordering::claimed_action_ids(&all_known(ctx))
+        .into_iter()
+        .chain(status.actions.iter().map(|a| a.id))
+        .collect()
+}
+
+/// Removes one annotation (a JSON merge patch with `obj`'s resourceVersion) and returns the object as stored
+/// now, the base of the next status write. None: the object changed meanwhile (or is gone); start over.
+async fn remove_annotation(
+    api: &Api<DropletAction>,
+    obj: &DropletAction,
+    key: &str,
+) -> Result<Option<DropletAction>, Error> {
+    let patch = json!({"metadata": {"resourceVersion": obj.resource_version(), "annotations": {key: null}}});
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api
+        .patch(&obj.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => Ok(Some(updated)),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// The initiation protocol (see the exactly-once section of the [controller docs](super)):
+/// watermark, rate-budget slot, intent, leadership check, send, outcome.
+async fn initiate(
+    ctx: &Context,
+    api: &Api<DropletAction>,
+    mut obj: DropletAction,
+    input: &Input<'_>,
+    mut init: decide::Initiation,
+) -> Result<Requeue, Error> {
+    let token = init.token.clone();
+    let at = |now: Timestamp, status| Input {
+        now,
+        status,
+        ..input.clone()
+    };
+    // 1. The watermark: the newest action IDs DigitalOcean lists before the send.
+    let listed = match &init.target {
+        InitTarget::Droplet(d) => {
+            ctx.do_client
+                .list_droplet_actions(&token, *d, 1, policy::WATERMARK_PER_PAGE)
+                .await
+        }
+        InitTarget::Tag(_) => {
+            ctx.do_client
+                .list_actions(&token, 1, policy::WATERMARK_PER_PAGE)
+                .await
+        }
+    };
+    match listed {
+        Ok(page) => init.set_watermark(decide::watermark_of(&page.items)),
+        Err(e) => {
+            let status = obj.status.clone().unwrap_or_default();
+            return finish_with_error(ctx, api, &obj, input, &status, &e).await;
+        }
+    }
+    // A re-send consumes its annotation before anything else: it must never trigger a second re-send.
+    if init.resend {
+        match remove_annotation(api, &obj, decide::RESEND_ANNOTATION).await? {
+            Some(updated) => obj = updated,
+            None => return Ok(Requeue::requeue(Duration::from_millis(200))),
+        }
+    }
+    // 2. The rate-budget slot, before the intent: no budget wait sits between the intent and the send.
+    let slot = match ctx.do_client.reserve_post(&token).await {
+        Ok(slot) => slot,
+        Err(e) => {
+            let status = obj.status.clone().unwrap_or_default();
+            let u = decide::after_post(
+                &at(Timestamp::now(), &status),
+                &init,
+                Err(PostError::not_applied(e)),
+            );
+            return finish_update(ctx, api, &obj, u).await;
+        }
+    };
+    // 3. The intent. If this write fails nothing was sent; if the process dies after it, the next reconcile
+    //    looks for the action instead of sending again.
+    let before = obj.status.clone().unwrap_or_default();
+    match write_status(api, &obj, &init.intent_status).await? {
+        Written::Ok(updated) => obj = *updated,
+        Written::Conflict => return Ok(Requeue::requeue(Duration::from_millis(200))),
+    }
+    // 4. Leadership, right before the send: a replica that lost the Lease takes its intent back and sends nothing.
+    if !ctx.is_leader() {
+        warn!("lost the leader Lease before sending; withdrawing the intent");
+        let _ = write_status(api, &obj, &before).await?;
+        return Ok(Requeue::await_change());
+    }
+    // 5. The send. The client never re-sends a request that may have been applied.
+    let result: Result<Vec<Action>, PostError> = match &init.target {
+        InitTarget::Droplet(d) => ctx
+            .do_client
+            .post_droplet_action_in(Some(slot), &token, *d, &init.request)
+            .await
+            .map(|a| vec![a]),
+        InitTarget::Tag(t) => {
+            ctx.do_client
+                .post_tag_action_in(Some(slot), &token, t, &init.request)
+                .await
+        }
+    };
+    ctx.metrics
+        .initiation(init.type_.as_str(), result.as_ref().err());
+    // 6. The outcome, action IDs first. A conflicting write is re-applied to the newer object: returned IDs are
+    //    never dropped.
+    let status = obj.status.clone().unwrap_or_default();
+    let u = decide::after_post(&at(Timestamp::now(), &status), &init, result);
+    write_outcome(ctx, api, obj, u).await
+}
+
+/// Writes the outcome of a POST. On a conflict (409) it re-reads the object and writes again, keeping every
+/// action ID the POST returned: losing them would make a later reconcile look for an action it already knows.
+async fn write_outcome(
+    ctx: &Context,
+    api: &Api<DropletAction>,
+    mut obj: DropletAction,
+    u: Update,
+) -> Result<Requeue, Error> {
+    for _ in 0..5 {
+        match write_status(api, &obj, &u.status).await? {
+            Written::Ok(updated) => return after_write(ctx, &obj, *updated, u).await,
+            Written::Conflict => {
+                let Some(fresh) = api.get_opt(&obj.name_any()).await.map_err(Error::Kube)? else {
+                    return Ok(Requeue::await_change());
+                };
+                warn!(
+                    "status write after a POST conflicted; re-applying the outcome to the newer object"
+                );
+                obj = fresh;
+            }
+        }
+    }
+    Ok(Requeue::requeue(Duration::from_millis(200)))
 }
 
 /// Finds the image a snapshot action created: DigitalOcean's snapshot `created_at` equals the action's
@@ -489,7 +565,7 @@ async fn find_snapshot(
             return Ok(Some(s.id));
         }
         match snaps.next_page {
-            Some(n) if n > page && page < 10 => page = n,
+            Some(n) if n > page && page < policy::SNAPSHOT_SEARCH_PAGES => page = n,
             _ => return Ok(None),
         }
     }
@@ -520,8 +596,18 @@ async fn finish_update(
     let Written::Ok(updated) = write_status(api, obj, &u.status).await? else {
         return Ok(Requeue::requeue(Duration::from_millis(200)));
     };
+    after_write(ctx, obj, *updated, u).await
+}
+
+/// After a status write: publishes the step's event, and wakes waiters when the resource just finished.
+async fn after_write(
+    ctx: &Context,
+    before: &DropletAction,
+    updated: DropletAction,
+    u: Update,
+) -> Result<Requeue, Error> {
     publish(ctx, &updated, &u.note).await;
-    if !obj.phase().is_terminal() && updated.phase().is_terminal() {
+    if !before.phase().is_terminal() && updated.phase().is_terminal() {
         info!(phase = updated.phase().as_str(), "finished");
         ctx.metrics.finished(&updated);
         wake_waiters(ctx, &updated);
@@ -539,30 +625,6 @@ pub fn error_policy(_obj: Arc<DropletAction>, error: &Error, ctx: Arc<Context>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn budget(remaining_minute: u32, remaining_hour: u32) -> BudgetSnapshot {
-        BudgetSnapshot {
-            remaining_minute,
-            remaining_hour,
-            limit_minute: 240,
-            limit_hour: 4800,
-            blocked_until: None,
-            server_reset: None,
-        }
-    }
-
-    #[test]
-    fn polling_stretches_as_either_rate_window_runs_low() {
-        assert_eq!(budget_factor(&budget(240, 4800)), 1.0);
-        assert_eq!(budget_factor(&budget(100, 4800)), 2.0);
-        assert_eq!(budget_factor(&budget(50, 4800)), 4.0);
-        assert_eq!(budget_factor(&budget(10, 4800)), 8.0);
-        assert_eq!(
-            budget_factor(&budget(240, 400)),
-            8.0,
-            "the hourly window counts too"
-        );
-    }
 
     #[test]
     fn status_patches_null_out_removed_fields_and_keep_unchanged_ones_out() {

@@ -1,6 +1,6 @@
 //! From a DropletAction spec to the DigitalOcean request body.
 
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use crate::crd::IntOrString;
 
 use crate::crd::{self, ActionType, DropletActionSpec};
 use crate::digitalocean::{ActionRequest, BackupPlan, BackupPolicy, ImageRef, Weekday};
@@ -26,7 +26,7 @@ fn policy(p: &crd::BackupPolicy) -> BackupPolicy {
 
 fn image(spec: &DropletActionSpec) -> Option<ImageRef> {
     match spec.image.as_ref()? {
-        IntOrString::Int(i) => Some(ImageRef::Id(i64::from(*i))),
+        IntOrString::Int(i) => Some(ImageRef::Id(*i)),
         IntOrString::String(s) => match s.parse::<i64>() {
             Ok(id) => Some(ImageRef::Id(id)),
             Err(_) => Some(ImageRef::Slug(s.clone())),

@@ -28,154 +28,39 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method};
-use rand::Rng;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub use super::config::{ClientConfig, ConfigError, RequestObserver, RetryPolicy};
 use super::error::{Applied, DoError, ErrorKind, PostError};
-use super::ratelimit::{self, BudgetSnapshot, RateBudget, RateLimits};
-use super::request::ActionRequest;
+use super::ratelimit::{self, BudgetSnapshot, RateBudget};
 use super::token::Token;
-use super::types::{Action, Droplet, Links, Meta, Page, Snapshot, next_page_from};
+use super::types::{Links, Meta, Page, next_page_from};
 
 /// DigitalOcean's largest page.
 pub const MAX_PER_PAGE: u32 = 200;
 
-/// Why a client could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Plain http to a non-loopback host.
-    #[error(
-        "refusing plain http to {0}: use https (http is allowed only for 127.0.0.0/8, ::1 and localhost)"
-    )]
-    InsecureUrl(String),
-    /// Not an http(s) URL, or one that cannot carry a path.
-    #[error("unsupported DigitalOcean API URL {0}: expected https://host[:port][/prefix]")]
-    UnsupportedUrl(String),
-    /// A limit or retry setting that cannot work.
-    #[error("invalid client setting: {0}")]
-    Invalid(&'static str),
-    /// reqwest could not build the HTTP client.
-    #[error("cannot build HTTP client: {0}")]
-    Http(String),
+/// A slot of a token's rate budget taken by [`DoClient::reserve_post`] for one POST. Dropping it unused wastes
+/// the slot (the budget is a count of requests per window).
+pub struct PostSlot {
+    pub(super) auth: (HeaderValue, Instant),
+    pub(super) fingerprint: String,
 }
 
-/// Capped, jittered exponential backoff.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total attempts, including the first (1 = no retry).
-    pub max_attempts: u32,
-    /// Delay before the second attempt (before jitter).
-    pub base_delay: Duration,
-    /// Upper bound of any delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay after failed attempt number `attempt` (1-based): a random value in
-    /// `[d/2, d]` where `d = min(max_delay, base_delay * 2^(attempt-1))`.
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
-        let d = exp.min(self.max_delay);
-        let half = d / 2;
-        let nanos = u64::try_from((d - half).as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(rand::rng().random_range(0..=nanos))
-    }
-}
-
-/// Metrics hook, called once per HTTP attempt (and once per request held back by the
-/// local budget, with status class `"error"`).
-pub trait RequestObserver: Send + Sync {
-    /// `route` is a low-cardinality template like `"POST /v2/droplets/{id}/actions"`;
-    /// `status_class` is `"2xx"`, `"3xx"`, `"4xx"`, `"5xx"` or `"error"`.
-    fn on_response(&self, route: &'static str, status_class: &'static str, budget: &BudgetSnapshot);
-}
-
-/// Client settings.
-#[derive(Clone)]
-pub struct ClientConfig {
-    /// `https://api.digitalocean.com` by default. Plain http only for loopback hosts.
-    pub base_url: Url,
-    /// Whole-request timeout.
-    pub timeout: Duration,
-    /// TCP + TLS connect timeout.
-    pub connect_timeout: Duration,
-    /// Retries for GETs (429, 5xx, transport).
-    pub get_retry: RetryPolicy,
-    /// Retries for POSTs, used only when nothing can have been applied (connect
-    /// failure, 429). `max_attempts` counts the first attempt.
-    pub post_retry: RetryPolicy,
-    /// Per-token client-side limits.
-    pub rate_limits: RateLimits,
-    /// Longest the client waits for the rate budget (or a `retry-after`) inside one
-    /// call; beyond that it returns `RateLimited` with `retry_after` set.
-    pub max_budget_wait: Duration,
-    /// Most pages fetched by the `list_all_*` helpers.
-    pub max_list_pages: u32,
-    /// Optional metrics hook.
-    pub observer: Option<Arc<dyn RequestObserver>>,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        Self {
-            base_url: default_base_url(),
-            timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(10),
-            get_retry: RetryPolicy::default(),
-            post_retry: RetryPolicy {
-                max_attempts: 3,
-                base_delay: Duration::from_millis(500),
-                max_delay: Duration::from_secs(30),
-            },
-            rate_limits: RateLimits::default(),
-            max_budget_wait: Duration::from_secs(60),
-            max_list_pages: 100,
-            observer: None,
-        }
-    }
-}
-
-fn default_base_url() -> Url {
-    // A constant that always parses.
-    Url::parse("https://api.digitalocean.com/")
-        .unwrap_or_else(|e| unreachable!("constant DigitalOcean URL: {e}"))
-}
-
-impl fmt::Debug for ClientConfig {
+impl fmt::Debug for PostSlot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("base_url", &self.base_url.as_str())
-            .field("timeout", &self.timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("get_retry", &self.get_retry)
-            .field("post_retry", &self.post_retry)
-            .field("rate_limits", &self.rate_limits)
-            .field("max_budget_wait", &self.max_budget_wait)
-            .field("max_list_pages", &self.max_list_pages)
-            .field("observer", &self.observer.as_ref().map(|_| "<observer>"))
-            .finish()
+        f.debug_struct("PostSlot")
+            .field("token", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 
 /// Route templates (low-cardinality metric labels).
-mod route {
+pub(super) mod route {
     pub const POST_DROPLET_ACTION: &str = "POST /v2/droplets/{id}/actions";
     pub const POST_TAG_ACTION: &str = "POST /v2/droplets/actions?tag_name={tag}";
     pub const GET_DROPLET_ACTION: &str = "GET /v2/droplets/{id}/actions/{action_id}";
@@ -212,12 +97,12 @@ impl fmt::Debug for DoClient {
 }
 
 /// What a list endpoint looks like.
-struct List<'a> {
-    route: &'static str,
-    segments: &'a [&'a str],
-    query: &'a [(&'a str, &'a str)],
-    key: &'static str,
-    scope_hint: &'static str,
+pub(super) struct List<'a> {
+    pub(super) route: &'static str,
+    pub(super) segments: &'a [&'a str],
+    pub(super) query: &'a [(&'a str, &'a str)],
+    pub(super) key: &'static str,
+    pub(super) scope_hint: &'static str,
 }
 
 /// A received response (status, headers, body).
@@ -345,11 +230,16 @@ impl DoClient {
     }
 
     /// Total HTTP requests sent by this client (and its clones).
+    /// Most pages a list call reads ([`ClientConfig::max_list_pages`]).
+    pub(super) fn max_list_pages(&self) -> u32 {
+        self.inner.cfg.max_list_pages
+    }
+
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
     }
 
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
+    pub(super) fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Url {
         let mut url = self.inner.base.clone();
         if let Ok(mut segs) = url.path_segments_mut() {
             segs.pop_if_empty().extend(segments);
@@ -373,8 +263,9 @@ impl DoClient {
 
     /// Checks the token can be sent, then waits for a slot in the token's budget, or
     /// fails with `RateLimited` when the wait would exceed `max_budget_wait`. Returns
-    /// the `Authorization` header (marked sensitive, so it never shows in Debug).
-    async fn reserve(
+    /// the `Authorization` header (marked sensitive, so it never shows in Debug) and the reservation's instant
+    /// (for [`RateBudget::complete`]).
+    pub(super) async fn reserve(
         &self,
         token: &Token,
         route: &'static str,
@@ -553,7 +444,7 @@ impl DoClient {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(
+    pub(super) async fn get_json<T: DeserializeOwned>(
         &self,
         token: &Token,
         route: &'static str,
@@ -565,7 +456,7 @@ impl DoClient {
         decode_key::<T>(&body, key).map_err(|m| decode_error(token, m, &headers))
     }
 
-    async fn get_page<T: DeserializeOwned>(
+    pub(super) async fn get_page<T: DeserializeOwned>(
         &self,
         token: &Token,
         list: &List<'_>,
@@ -586,7 +477,7 @@ impl DoClient {
         decode_page::<T>(&body, list.key, page).map_err(|m| decode_error(token, m, &headers))
     }
 
-    async fn get_all<T: DeserializeOwned>(
+    pub(super) async fn get_all<T: DeserializeOwned>(
         &self,
         token: &Token,
         list: &List<'_>,
@@ -607,24 +498,28 @@ impl DoClient {
         Ok(items)
     }
 
-    /// POST with the safety rule from the module docs.
-    async fn post(
+    /// POST with the safety rule from the module docs. `slot`, when given, pays for the first attempt.
+    pub(super) async fn post(
         &self,
         token: &Token,
         route: &'static str,
         url: Url,
         body: &serde_json::Value,
         scope_hint: &'static str,
+        mut slot: Option<PostSlot>,
     ) -> Result<(Bytes, HeaderMap), PostError> {
         let policy = self.inner.cfg.post_retry;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let last = attempt >= policy.max_attempts;
-            let auth = self
-                .reserve(token, route)
-                .await
-                .map_err(PostError::not_applied)?;
+            let auth = match slot.take() {
+                Some(s) if s.fingerprint == token.fingerprint() => s.auth,
+                _ => self
+                    .reserve(token, route)
+                    .await
+                    .map_err(PostError::not_applied)?,
+            };
             match self
                 .send(token, auth, route, Method::POST, url.clone(), Some(body))
                 .await
@@ -680,275 +575,9 @@ impl DoClient {
             }
         }
     }
-
-    fn invalid_request(token: &Token, e: impl fmt::Display) -> PostError {
-        PostError::not_applied(DoError::new(
-            ErrorKind::Invalid,
-            format!("request not sent: {e}"),
-            token.expose(),
-        ))
-    }
-
-    /// `POST /v2/droplets/{id}/actions`. See the module docs for the POST-safety rule.
-    pub async fn post_droplet_action(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        req: &ActionRequest,
-    ) -> Result<Action, PostError> {
-        req.validate()
-            .map_err(|e| Self::invalid_request(token, e))?;
-        if droplet_id < 1 {
-            return Err(Self::invalid_request(token, "droplet id must be >= 1"));
-        }
-        let id = droplet_id.to_string();
-        let url = self.url(&["v2", "droplets", &id, "actions"], &[]);
-        let (body, headers) = self
-            .post(
-                token,
-                route::POST_DROPLET_ACTION,
-                url,
-                &req.body(),
-                req.scope_hint(),
-            )
-            .await?;
-        decode_key::<Action>(&body, "action")
-            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))
-    }
-
-    /// `POST /v2/droplets/actions?tag_name=` (the tag is percent-encoded). Returns one
-    /// action per tagged droplet.
-    pub async fn post_tag_action(
-        &self,
-        token: &Token,
-        tag: &str,
-        req: &ActionRequest,
-    ) -> Result<Vec<Action>, PostError> {
-        let body = req
-            .tag_body()
-            .map_err(|e| Self::invalid_request(token, e))?;
-        req.validate()
-            .map_err(|e| Self::invalid_request(token, e))?;
-        if tag.is_empty() {
-            // Without tag_name the endpoint's behaviour is undocumented: never send it.
-            return Err(Self::invalid_request(token, "tag must not be empty"));
-        }
-        let url = self.url(&["v2", "droplets", "actions"], &[("tag_name", tag)]);
-        let (bytes, headers) = self
-            .post(
-                token,
-                route::POST_TAG_ACTION,
-                url,
-                &body,
-                req.tag_scope_hint(),
-            )
-            .await?;
-        decode_key::<Vec<Action>>(&bytes, "actions")
-            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))
-    }
-
-    /// `GET /v2/droplets/{id}/actions/{action_id}`.
-    pub async fn get_droplet_action(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        action_id: i64,
-    ) -> Result<Action, DoError> {
-        let (d, a) = (droplet_id.to_string(), action_id.to_string());
-        let url = self.url(&["v2", "droplets", &d, "actions", &a], &[]);
-        self.get_json(
-            token,
-            route::GET_DROPLET_ACTION,
-            url,
-            "action",
-            "droplet:read",
-        )
-        .await
-    }
-
-    /// `GET /v2/droplets/{id}/actions?page=&per_page=` (per_page clamped to 1..=200).
-    pub async fn list_droplet_actions(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        page: u32,
-        per_page: u32,
-    ) -> Result<Page<Action>, DoError> {
-        let d = droplet_id.to_string();
-        self.get_page(
-            token,
-            &List {
-                route: route::LIST_DROPLET_ACTIONS,
-                segments: &["v2", "droplets", &d, "actions"],
-                query: &[],
-                key: "actions",
-                scope_hint: "droplet:read",
-            },
-            page,
-            per_page,
-        )
-        .await
-    }
-
-    /// Every page of a droplet's actions (200 per page), at most `max_pages` pages.
-    pub async fn list_all_droplet_actions(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        max_pages: u32,
-    ) -> Result<Vec<Action>, DoError> {
-        let d = droplet_id.to_string();
-        self.get_all(
-            token,
-            &List {
-                route: route::LIST_DROPLET_ACTIONS,
-                segments: &["v2", "droplets", &d, "actions"],
-                query: &[],
-                key: "actions",
-                scope_hint: "droplet:read",
-            },
-            max_pages,
-        )
-        .await
-    }
-
-    /// `GET /v2/actions/{id}` (needs `actions:read`).
-    pub async fn get_action(&self, token: &Token, action_id: i64) -> Result<Action, DoError> {
-        let a = action_id.to_string();
-        let url = self.url(&["v2", "actions", &a], &[]);
-        self.get_json(token, route::GET_ACTION, url, "action", "actions:read")
-            .await
-    }
-
-    /// `GET /v2/actions?page=&per_page=` (needs `actions:read`).
-    pub async fn list_actions(
-        &self,
-        token: &Token,
-        page: u32,
-        per_page: u32,
-    ) -> Result<Page<Action>, DoError> {
-        self.get_page(
-            token,
-            &List {
-                route: route::LIST_ACTIONS,
-                segments: &["v2", "actions"],
-                query: &[],
-                key: "actions",
-                scope_hint: "actions:read",
-            },
-            page,
-            per_page,
-        )
-        .await
-    }
-
-    /// Every droplet with `tag` (all pages, 200 per page, at most `max_list_pages`).
-    pub async fn list_droplets_by_tag(
-        &self,
-        token: &Token,
-        tag: &str,
-    ) -> Result<Vec<Droplet>, DoError> {
-        if tag.is_empty() {
-            return Err(DoError::new(
-                ErrorKind::Invalid,
-                "request not sent: tag must not be empty",
-                token.expose(),
-            ));
-        }
-        self.get_all(
-            token,
-            &List {
-                route: route::LIST_DROPLETS_BY_TAG,
-                segments: &["v2", "droplets"],
-                query: &[("tag_name", tag)],
-                key: "droplets",
-                scope_hint: "tag:read",
-            },
-            self.inner.cfg.max_list_pages,
-        )
-        .await
-    }
-
-    /// One page of droplets with `tag`.
-    pub async fn list_droplets_by_tag_page(
-        &self,
-        token: &Token,
-        tag: &str,
-        page: u32,
-        per_page: u32,
-    ) -> Result<Page<Droplet>, DoError> {
-        self.get_page(
-            token,
-            &List {
-                route: route::LIST_DROPLETS_BY_TAG,
-                segments: &["v2", "droplets"],
-                query: &[("tag_name", tag)],
-                key: "droplets",
-                scope_hint: "tag:read",
-            },
-            page,
-            per_page,
-        )
-        .await
-    }
-
-    /// `GET /v2/droplets/{id}`.
-    pub async fn get_droplet(&self, token: &Token, droplet_id: i64) -> Result<Droplet, DoError> {
-        let d = droplet_id.to_string();
-        let url = self.url(&["v2", "droplets", &d], &[]);
-        self.get_json(token, route::GET_DROPLET, url, "droplet", "droplet:read")
-            .await
-    }
-
-    /// `GET /v2/droplets/{id}/snapshots?page=&per_page=`: find a snapshot's image ID
-    /// (match `created_at` with the snapshot action's `started_at`).
-    pub async fn list_droplet_snapshots(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        page: u32,
-        per_page: u32,
-    ) -> Result<Page<Snapshot>, DoError> {
-        let d = droplet_id.to_string();
-        self.get_page(
-            token,
-            &List {
-                route: route::LIST_DROPLET_SNAPSHOTS,
-                segments: &["v2", "droplets", &d, "snapshots"],
-                query: &[],
-                key: "snapshots",
-                scope_hint: "droplet:read",
-            },
-            page,
-            per_page,
-        )
-        .await
-    }
-
-    /// Every page of a droplet's snapshots, at most `max_pages` pages.
-    pub async fn list_all_droplet_snapshots(
-        &self,
-        token: &Token,
-        droplet_id: i64,
-        max_pages: u32,
-    ) -> Result<Vec<Snapshot>, DoError> {
-        let d = droplet_id.to_string();
-        self.get_all(
-            token,
-            &List {
-                route: route::LIST_DROPLET_SNAPSHOTS,
-                segments: &["v2", "droplets", &d, "snapshots"],
-                query: &[],
-                key: "snapshots",
-                scope_hint: "droplet:read",
-            },
-            max_pages,
-        )
-        .await
-    }
 }
 
-fn decode_error(token: &Token, message: String, headers: &HeaderMap) -> DoError {
+pub(super) fn decode_error(token: &Token, message: String, headers: &HeaderMap) -> DoError {
     let rid = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -957,7 +586,7 @@ fn decode_error(token: &Token, message: String, headers: &HeaderMap) -> DoError 
 }
 
 /// Decodes `{"<key>": T, ...}`.
-fn decode_key<T: DeserializeOwned>(body: &[u8], key: &str) -> Result<T, String> {
+pub(super) fn decode_key<T: DeserializeOwned>(body: &[u8], key: &str) -> Result<T, String> {
     let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| format!("response body is not a JSON object: {e}"))?;
     let inner = v
@@ -1004,90 +633,5 @@ impl PostError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(url: &str) -> ClientConfig {
-        ClientConfig {
-            base_url: Url::parse(url).unwrap(),
-            ..ClientConfig::default()
-        }
-    }
-
-    #[test]
-    fn http_only_for_loopback() {
-        for ok in [
-            "https://api.digitalocean.com",
-            "http://127.0.0.1:8080",
-            "http://127.1.2.3",
-            "http://[::1]:9000/",
-            "http://localhost:1234/prefix/",
-            "http://LOCALHOST",
-        ] {
-            assert!(DoClient::new(cfg(ok)).is_ok(), "{ok}");
-        }
-        for bad in [
-            "http://api.digitalocean.com",
-            "http://10.0.0.1",
-            "http://localhost.evil.com",
-            "http://[::2]",
-        ] {
-            assert!(
-                matches!(DoClient::new(cfg(bad)), Err(ConfigError::InsecureUrl(_))),
-                "{bad}"
-            );
-        }
-        assert!(matches!(
-            DoClient::new(cfg("ftp://example.com")),
-            Err(ConfigError::UnsupportedUrl(_))
-        ));
-    }
-
-    #[test]
-    fn urls_keep_prefix_and_encode_tags() {
-        let c = DoClient::new(cfg("http://127.0.0.1:1/proxy")).unwrap();
-        assert_eq!(
-            c.url(&["v2", "droplets", "5", "actions"], &[]).as_str(),
-            "http://127.0.0.1:1/proxy/v2/droplets/5/actions"
-        );
-        let c = DoClient::new(ClientConfig::default()).unwrap();
-        assert_eq!(
-            c.url(
-                &["v2", "droplets", "actions"],
-                &[("tag_name", "env:prod a/b&c=d+")]
-            )
-            .as_str(),
-            "https://api.digitalocean.com/v2/droplets/actions?tag_name=env%3Aprod%20a%2Fb%26c%3Dd%2B"
-        );
-    }
-
-    #[test]
-    fn retry_delay_is_capped_and_jittered() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_millis(800),
-        };
-        for attempt in 1..12 {
-            let d = p.delay(attempt);
-            let full = (Duration::from_millis(100) * 2u32.pow((attempt - 1).min(20)))
-                .min(Duration::from_millis(800));
-            assert!(d >= full / 2 && d <= full, "{attempt}: {d:?}");
-        }
-    }
-
-    #[test]
-    fn page_decoding() {
-        let p: Page<Action> = decode_page(
-            br#"{"actions":[{"id":1,"status":"completed","type":"reboot"}],"links":{},"meta":{"total":1}}"#,
-            "actions",
-            1,
-        )
-        .unwrap();
-        assert_eq!(p.items.len(), 1);
-        assert_eq!(p.total, Some(1));
-        assert_eq!(p.next_page, None);
-        assert!(decode_page::<Action>(b"{}", "actions", 1).is_err());
-        assert!(decode_key::<Action>(b"not json", "action").is_err());
-    }
-}
+#[path = "client_tests.rs"]
+mod tests;

@@ -292,7 +292,8 @@ impl PostError {
         Self { error, applied }
     }
 
-    pub(crate) fn not_applied(error: DoError) -> Self {
+    /// Certainly not applied.
+    pub fn not_applied(error: DoError) -> Self {
         Self {
             error,
             applied: Applied::NotApplied,

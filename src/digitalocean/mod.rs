@@ -29,13 +29,17 @@
 //! ```
 
 pub mod client;
+mod config;
+mod endpoints;
 pub mod error;
 pub mod ratelimit;
 pub mod request;
 pub mod token;
 pub mod types;
 
-pub use client::{ClientConfig, ConfigError, DoClient, MAX_PER_PAGE, RequestObserver, RetryPolicy};
+pub use client::{
+    ClientConfig, ConfigError, DoClient, MAX_PER_PAGE, PostSlot, RequestObserver, RetryPolicy,
+};
 pub use error::{Applied, DoError, ErrorKind, PostError};
 pub use ratelimit::{BudgetSnapshot, RateBudget, RateLimits};
 pub use request::{ActionRequest, BackupPlan, BackupPolicy, ImageRef, RequestError, Weekday};

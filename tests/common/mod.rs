@@ -62,11 +62,18 @@ pub fn loopback() -> std::net::SocketAddr {
 }
 
 pub async fn servers(sim_config: SimConfig) -> (SimHandle, EmuHandle) {
+    servers_with_crds(sim_config, vec![droplet_operator::crd::definition()]).await
+}
+
+/// The simulator and an emulator serving (and validating by) `crds`.
+pub async fn servers_with_crds(
+    sim_config: SimConfig,
+    crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
+) -> (SimHandle, EmuHandle) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let sim = Simulator::start(sim_config, loopback())
         .await
         .expect("simulator");
-    let crds = vec![droplet_operator::crd::definition()];
     let emu = KubeEmulator::start(
         EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
@@ -531,4 +538,168 @@ pub fn assert_examples_ended_as_documented(
         busy, 0,
         "no 422 pending-event answers: the controller queued per droplet"
     );
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the real operator binary as a child process against `do_url` (logs appended to `log`), with the
+/// simulator's default token and `extra` arguments after `run`'s fast-test defaults.
+pub fn spawn_operator(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
+        .args(["run", "--do-api-url", do_url, "--log-format", "json"])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
+        .env("RUST_LOG", "droplet_operator=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .expect("spawn operator")
+}
+
+/// SIGKILL (no graceful shutdown, no flushing), then reap.
+pub fn sigkill(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs the real `kubectl` against `kubeconfig`; `None` (after printing why) when kubectl is not installed.
+pub fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> Option<std::process::Output> {
+    let out = match std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl: {e}"),
+    };
+    eprintln!(
+        "$ kubectl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(out)
+}
+
+/// SIGTERM `child` and wait up to `limit` for it to exit; the time it took, or `None` (it was SIGKILLed then).
+pub fn sigterm_and_wait(child: &mut std::process::Child, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    while start.elapsed() < limit {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigkill(child);
+    None
+}
+
+/// Whether the operator (not the console, not another API client) started a simulator action.
+pub fn operator_started(i: &do_sim::Initiation) -> bool {
+    !matches!(
+        i,
+        do_sim::Initiation::External | do_sim::Initiation::Foreign
+    )
+}
+
+/// What a user does with a resource stopped at InitiationUncertain, as its message says: check DigitalOcean,
+/// then annotate: to adopt the action the request did start (only when another client's action competed with
+/// it; otherwise the operator should have adopted it), or to resend when nothing started. Returns the droplets
+/// annotated to resend now (each one more initiation of the same attempt).
+pub async fn resend_uncertain(
+    api: &Api<DropletAction>,
+    sim: &SimHandle,
+    items: &[DropletAction],
+) -> Vec<i64> {
+    use droplet_operator::controller::decide::{ADOPT_ANNOTATION, RESEND_ANNOTATION};
+    let recorded: std::collections::BTreeSet<i64> = items
+        .iter()
+        .flat_map(|d| d.status.iter().flat_map(|s| s.actions.iter().map(|a| a.id)))
+        .collect();
+    let mut annotated = Vec::new();
+    for da in items {
+        let Some(p) = da
+            .status
+            .as_ref()
+            .and_then(|s| s.pending_initiation.as_ref())
+            .filter(|p| p.uncertain)
+        else {
+            continue;
+        };
+        let Some(droplet) = da.spec.droplet_id else {
+            continue;
+        };
+        let ours: Vec<i64> = sim
+            .actions()
+            .into_iter()
+            .filter(|a| a.droplet_id == droplet && operator_started(&a.initiated))
+            .filter(|a| !recorded.contains(&a.id))
+            .map(|a| a.id)
+            .collect();
+        let message = da
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_default();
+        let annotation = match ours.as_slice() {
+            [] => (RESEND_ANNOTATION, "true".to_string()),
+            // Ours ran, but so did another client's action of the same type: the operator may not choose, the
+            // user (who can tell, here from the simulator) names it.
+            [id] => {
+                assert!(
+                    message.contains("several"),
+                    "{} stopped uncertain although DigitalOcean ran its action {id} and nothing competed: {message} (intent {p:?})",
+                    da.name_any()
+                );
+                (ADOPT_ANNOTATION, id.to_string())
+            }
+            many => panic!(
+                "{}: DigitalOcean ran several unrecorded actions {many:?} for it (intent {p:?})",
+                da.name_any()
+            ),
+        };
+        if da.annotations().contains_key(annotation.0) {
+            continue;
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {annotation.0: annotation.1}}});
+        api.patch(
+            &da.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("annotate");
+        if annotation.0 == RESEND_ANNOTATION {
+            annotated.push(droplet);
+        }
+    }
+    annotated
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use super::catalog;
-use super::model::{BLOCKING_EVENTS, Initiation, PENDING_EVENT, StateError};
+use super::model::{BLOCKING_EVENTS, Initiation, PENDING_EVENT, SimAction, StateError};
 use super::server::{ApiError, Ctx, Shared};
 use super::validate::parse_action;
 use super::wire::{self, Links, Meta};
@@ -204,30 +204,85 @@ pub async fn post_action(
     }
     let req = parse_action(&body, false).map_err(ApiError::unprocessable)?;
     ctx.require(catalog::extra_scopes(&req.type_))?;
-    let mut g = sh.lock();
-    g.state.check_action(id, &req).map_err(state_err)?;
-    if g.state.is_pending(id) {
-        return Err(ApiError::unprocessable(PENDING_EVENT));
+    let seq = ctx.seq;
+    // The lock is held in this block only (it must not live across an await).
+    let late = {
+        let mut g = sh.lock();
+        g.state.check_action(id, &req).map_err(state_err)?;
+        if g.state.is_pending(id) {
+            return Err(ApiError::unprocessable(PENDING_EVENT));
+        }
+        let fate = g.faults.fate(id, &req.type_);
+        match g.faults.late_commit() {
+            Some(delay) => (delay, g.faults.late_commit_drops(), req, fate),
+            None => {
+                let action = g
+                    .state
+                    .create_action(id, req, Initiation::Single, fate, Some(seq), Instant::now())
+                    .ok_or_else(ApiError::not_found)?;
+                ctx.note_applied(id, action.id);
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(json!({ "action": wire::Action::from(&action) })),
+                )
+                    .into_response());
+            }
+        }
+    };
+    let (delay, drops, req, fate) = late;
+    let applied = apply_late(&sh, &ctx, delay, move |st, now| {
+        st.create_action(id, req, Initiation::Single, fate, Some(seq), now)
+            .into_iter()
+            .collect()
+    })
+    .await;
+    late_response(&ctx, drops, applied, |a| json!({ "action": a[0] }))
+}
+
+/// The late-commit fault: `apply` runs `delay` from now in a task of its own,
+/// so it happens whether or not the client is still waiting (a client that
+/// timed out drops this handler, not the task). The task also marks the
+/// request's log entry as applied. Returns the applied actions, once applied.
+async fn apply_late(
+    sh: &Arc<Shared>,
+    ctx: &Ctx,
+    delay: Duration,
+    apply: impl FnOnce(&mut crate::state::State, Instant) -> Vec<SimAction> + Send + 'static,
+) -> Vec<SimAction> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sh = sh.clone();
+    let seq = ctx.seq;
+    ctx.note_late();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut g = sh.lock();
+        let actions = apply(&mut g.state, Instant::now());
+        g.mark_applied_late(seq, &actions);
+        drop(g);
+        let _ = tx.send(actions);
+    });
+    rx.await.unwrap_or_default()
+}
+
+/// The answer to a late-committed POST whose client is still there: the
+/// response, or a dropped connection.
+fn late_response(
+    ctx: &Ctx,
+    drops: bool,
+    applied: Vec<SimAction>,
+    body: impl FnOnce(&[wire::Action]) -> Value,
+) -> ApiResult {
+    if applied.is_empty() {
+        return Err(ApiError::not_found());
     }
-    let will_error = g.faults.action_errors(id, &req.type_);
-    let action = g
-        .state
-        .create_action(
-            id,
-            req,
-            Initiation::Single,
-            will_error,
-            Some(ctx.seq),
-            Instant::now(),
-        )
-        .ok_or_else(ApiError::not_found)?;
-    drop(g);
-    ctx.note_applied(id, action.id);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "action": wire::Action::from(&action) })),
-    )
-        .into_response())
+    for a in &applied {
+        ctx.note_applied(a.droplet_id, a.id);
+    }
+    if drops {
+        ctx.force_drop();
+    }
+    let wire: Vec<wire::Action> = applied.iter().map(wire::Action::from).collect();
+    Ok((StatusCode::CREATED, Json(body(&wire))).into_response())
 }
 
 pub async fn post_by_tag(
@@ -248,31 +303,49 @@ pub async fn post_by_tag(
     }
     let req = parse_action(&body, true).map_err(ApiError::unprocessable)?;
     ctx.require(catalog::extra_scopes(&req.type_))?;
-    let mut g = sh.lock();
-    let ids: Vec<i64> = g
-        .state
-        .tagged_page(&tag, 0, usize::MAX)
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    if ids.iter().any(|id| g.state.is_pending(*id)) {
-        return Err(ApiError::unprocessable(BLOCKING_EVENTS));
-    }
-    let now = Instant::now();
-    let mut actions = Vec::with_capacity(ids.len());
-    for id in ids {
-        let will_error = g.faults.action_errors(id, &req.type_);
-        let initiated = Initiation::ByTag { tag: tag.clone() };
-        if let Some(a) =
-            g.state
-                .create_action(id, req.clone(), initiated, will_error, Some(ctx.seq), now)
-        {
-            ctx.note_applied(id, a.id);
-            actions.push(wire::Action::from(&a));
+    let seq = ctx.seq;
+    // The lock is held in this block only (it must not live across an await).
+    let (delay, drops, create) = {
+        let mut g = sh.lock();
+        let ids: Vec<i64> = g
+            .state
+            .tagged_page(&tag, 0, usize::MAX)
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        if ids.iter().any(|id| g.state.is_pending(*id)) {
+            return Err(ApiError::unprocessable(BLOCKING_EVENTS));
         }
-    }
-    drop(g);
-    Ok((StatusCode::CREATED, Json(json!({ "actions": actions }))).into_response())
+        let any = !ids.is_empty();
+        let fates: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, g.faults.fate(*id, &req.type_)))
+            .collect();
+        let create = move |st: &mut crate::state::State, now: Instant| -> Vec<SimAction> {
+            fates
+                .into_iter()
+                .filter_map(|(id, fate)| {
+                    let initiated = Initiation::ByTag { tag: tag.clone() };
+                    st.create_action(id, req.clone(), initiated, fate, Some(seq), now)
+                })
+                .collect()
+        };
+        match any.then(|| g.faults.late_commit()).flatten() {
+            Some(delay) => (delay, g.faults.late_commit_drops(), create),
+            None => {
+                let applied = create(&mut g.state, Instant::now());
+                for a in &applied {
+                    ctx.note_applied(a.droplet_id, a.id);
+                }
+                let actions: Vec<wire::Action> = applied.iter().map(wire::Action::from).collect();
+                return Ok(
+                    (StatusCode::CREATED, Json(json!({ "actions": actions }))).into_response()
+                );
+            }
+        }
+    };
+    let applied = apply_late(&sh, &ctx, delay, create).await;
+    late_response(&ctx, drops, applied, |a| json!({ "actions": a }))
 }
 
 pub async fn list_droplet_actions(
@@ -290,10 +363,11 @@ pub async fn list_droplet_actions(
     if g.state.droplet(id).is_none() {
         return Err(ApiError::not_found());
     }
-    let total = g.state.droplet_action_count(id);
+    let cutoff = g.list_cutoff_ms();
+    let total = g.state.droplet_action_count(id, cutoff);
     let items: Vec<_> = g
         .state
-        .droplet_actions_page(id, p.offset(), p.per_page)
+        .droplet_actions_page(id, cutoff, p.offset(), p.per_page)
         .into_iter()
         .map(wire::Action::from)
         .collect();
@@ -330,10 +404,10 @@ pub async fn list_actions(
     let q = parse_query(&raw);
     let p = page_params(&q)?;
     let g = sh.lock();
-    let total = g.state.all_actions().len();
+    let total = g.state.visible_action_count(g.list_cutoff_ms());
     let items: Vec<_> = g
         .state
-        .actions_page(p.offset(), p.per_page)
+        .actions_page(total, p.offset(), p.per_page)
         .into_iter()
         .map(wire::Action::from)
         .collect();

@@ -42,8 +42,17 @@
 //!   with `retry-after` = seconds until the oldest request of the full window
 //!   expires; it is logged but not counted and has no effect.
 //! - Faults ([`Faults`], changeable at run time with [`SimHandle::set_faults`]
-//!   or `PUT /_sim/faults`): 500s, latency, 429 bursts, errored actions, and
-//!   "apply the POST, then close the connection without a response".
+//!   or `PUT /_sim/faults`): 500s, latency, 429 bursts, errored actions,
+//!   "apply the POST, then close the connection without a response", and the
+//!   exactly-once fault model: late commits (applied seconds after the POST
+//!   arrived, possibly after the client timed out), lagging action lists,
+//!   5xx after apply, clock skew of reported times (both signs), foreign
+//!   actions by another client, unknown status values and actions stuck
+//!   in progress forever ([`Faults::hostile`] turns them all on).
+//! - The request log ([`SimHandle::requests`], [`SimHandle::post_requests`])
+//!   records every request at arrival, so a POST whose client gave up (499)
+//!   still counts: exactly-once is measured on POST *requests*, not on
+//!   applied actions.
 //! - Introspection under `/_sim/` (see [`introspect`]) and through [`SimHandle`].
 //! - Not simulated: `enable_private_networking` (deprecated; 422 like any
 //!   unknown type), droplet creation/deletion, the `type`/GPU filter of
@@ -106,7 +115,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 pub use config::{ActionDurations, DEFAULT_SIM_TOKEN, SimConfig, TokenSpec};
-pub use faults::Faults;
+pub use faults::{Fate, Faults};
 pub use introspect::RequestRecord;
 pub use model::{
     ActionStatus, BackupWindow, Initiation, PostRecord, SimAction, SimDroplet, SimDropletSeed,
@@ -169,8 +178,35 @@ impl Simulator {
                 tracing::warn!("DigitalOcean simulator stopped: {e}");
             }
         });
+        tokio::spawn(foreign_actions(shared.clone()));
         tracing::debug!(%local, "DigitalOcean simulator listening");
         Ok(SimHandle { shared })
+    }
+}
+
+/// The foreign-action fault: another API client (a person with doctl, a
+/// cron job) repeats the action last posted to a droplet, at random moments
+/// while the droplet is idle. Runs until the simulator shuts down.
+async fn foreign_actions(shared: Arc<Shared>) {
+    const TICK: Duration = Duration::from_millis(200);
+    let mut shutdown_rx = shared.shutdown_tx.subscribe();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = shutdown_rx.wait_for(|stop| *stop) => return,
+        }
+        let mut g = shared.lock();
+        if g.faults.faults.foreign_action_rate <= 0.0 {
+            continue;
+        }
+        let now = Instant::now();
+        for (droplet_id, req) in g.state.idle_posted_droplets() {
+            if g.faults.foreign_action(TICK) {
+                let fate = g.faults.fate(droplet_id, &req.type_);
+                g.state
+                    .create_action(droplet_id, req, Initiation::Foreign, fate, None, now);
+            }
+        }
     }
 }
 
@@ -194,9 +230,24 @@ impl SimHandle {
         self.shared.base_url.clone()
     }
 
-    /// Every `/v2` request received so far, in completion order.
+    /// Every `/v2` request received so far, in arrival order (`status` 0
+    /// while in flight, 499 when the client gave up before the answer).
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().log.clone()
+    }
+
+    /// Every action POST *request* received (`POST /v2/droplets/{id}/actions`
+    /// and `POST /v2/droplets/actions?tag_name=`), whatever its outcome:
+    /// refused ones (422, 429, 5xx), applied ones, late ones and those whose
+    /// client went away. What exactly-once is measured on.
+    pub fn post_requests(&self) -> Vec<RequestRecord> {
+        self.shared
+            .lock()
+            .log
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/actions"))
+            .cloned()
+            .collect()
     }
 
     /// Actions initiated through POSTs (single or by tag) for `droplet_id`,
@@ -257,13 +308,13 @@ impl SimHandle {
             type_: type_.to_string(),
             params,
         };
-        let will_error = g.faults.action_errors(droplet_id, type_);
+        let fate = g.faults.fate(droplet_id, type_);
         g.state
             .create_action(
                 droplet_id,
                 req,
                 Initiation::External,
-                will_error,
+                fate,
                 None,
                 Instant::now(),
             )

@@ -121,6 +121,9 @@ pub enum Initiation {
     ByTag { tag: String },
     /// [`super::SimHandle::start_external_action`] (e.g. the DO console).
     External,
+    /// Started by another API client at a random moment (the
+    /// `foreign_action_rate` fault).
+    Foreign,
 }
 
 /// An action as the simulator stores it.
@@ -139,6 +142,44 @@ pub struct SimAction {
     /// Decided at creation by the fault settings.
     pub will_error: bool,
     pub duration_ms: u64,
+    /// Never finishes (fault).
+    #[serde(default)]
+    pub stuck: bool,
+    /// Reported instead of `completed`/`errored` once finished (fault).
+    #[serde(default)]
+    pub unknown_status: Option<String>,
+    /// Reported times are shifted by this many seconds (clock-skew fault).
+    #[serde(default)]
+    pub skew_secs: i64,
+    /// When the action was really created (Unix milliseconds); lists lag
+    /// behind this.
+    #[serde(default)]
+    pub created_ms: i64,
+}
+
+impl SimAction {
+    /// The status as DigitalOcean reports it (with the unknown-status fault).
+    pub fn reported_status(&self) -> &str {
+        match (&self.unknown_status, self.status) {
+            (Some(s), ActionStatus::Completed | ActionStatus::Errored) => s,
+            _ => self.status.as_str(),
+        }
+    }
+
+    /// `started_at` as DigitalOcean reports it (with the clock-skew fault).
+    pub fn reported_started_at(&self) -> Timestamp {
+        skew(self.started_at, self.skew_secs)
+    }
+
+    /// `completed_at` as DigitalOcean reports it (with the clock-skew fault).
+    pub fn reported_completed_at(&self) -> Option<Timestamp> {
+        self.completed_at.map(|t| skew(t, self.skew_secs))
+    }
+}
+
+fn skew(t: Timestamp, secs: i64) -> Timestamp {
+    t.checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(t)
 }
 
 /// A backup or snapshot image.

@@ -140,6 +140,10 @@ pub(crate) struct Outcome {
     pub action_type: Option<String>,
     /// (droplet id, action id) of actions created by this request.
     pub applied: Vec<(i64, i64)>,
+    /// The request is being applied late (fault).
+    pub late: bool,
+    /// Close the connection instead of answering (late-commit fault).
+    pub force_drop: bool,
 }
 
 /// Request extension set by the middleware.
@@ -183,6 +187,58 @@ impl Ctx {
 
     pub fn note_applied(&self, droplet_id: i64, action_id: i64) {
         self.outcome().applied.push((droplet_id, action_id));
+    }
+
+    pub fn note_late(&self) {
+        self.outcome().late = true;
+    }
+
+    pub fn force_drop(&self) {
+        self.outcome().force_drop = true;
+    }
+}
+
+impl Inner {
+    /// Action lists show only actions created up to this moment (Unix ms):
+    /// the lagging-list fault.
+    pub fn list_cutoff_ms(&self) -> i64 {
+        let lag = i64::try_from(self.faults.faults.list_lag.as_millis()).unwrap_or(i64::MAX);
+        Timestamp::now().as_millisecond().saturating_sub(lag)
+    }
+
+    fn log_entry(&mut self, seq: u64) -> Option<&mut RequestRecord> {
+        let i = self.log.binary_search_by_key(&seq, |r| r.seq).ok()?;
+        self.log.get_mut(i)
+    }
+
+    /// A late-committed POST was applied: its log entry says so even when the
+    /// client is long gone.
+    pub fn mark_applied_late(&mut self, seq: u64, actions: &[crate::model::SimAction]) {
+        if let Some(r) = self.log_entry(seq) {
+            r.applied |= !actions.is_empty();
+            r.action_ids.extend(actions.iter().map(|a| a.id));
+            r.fault.get_or_insert_with(|| "late_commit".into());
+        }
+    }
+}
+
+/// Marks the log entry of a request whose client went away before the answer
+/// (the handler future was dropped): status 499, as nginx logs it.
+struct LogGuard {
+    shared: Arc<Shared>,
+    seq: u64,
+    done: bool,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut g = self.shared.lock();
+            if let Some(r) = g.log_entry(self.seq) {
+                r.status = 499;
+                r.fault.get_or_insert_with(|| "client_gone".into());
+            }
+        }
     }
 }
 
@@ -229,7 +285,15 @@ async fn api_layer(
         let mut g = sh.lock();
         g.next_seq += 1;
         record.seq = g.next_seq;
+        // Logged at arrival (status 0 while in flight), so that a request whose
+        // client gives up is still in the log.
+        g.log.push(record.clone());
         g.faults.faults.latency
+    };
+    let mut guard = LogGuard {
+        shared: sh.clone(),
+        seq: record.seq,
+        done: false,
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -294,14 +358,23 @@ async fn api_layer(
             record.action_type = outcome.action_type;
             record.applied = !outcome.applied.is_empty();
             record.action_ids = outcome.applied.iter().map(|(_, a)| *a).collect();
+            if outcome.late {
+                record.fault = Some("late_commit".into());
+            }
+            let mut resp = resp;
             if record.applied {
                 let mut g = sh.lock();
-                if g.faults.drop_after_apply() {
+                if outcome.force_drop || g.faults.drop_after_apply() {
                     for (d, a) in &outcome.applied {
                         g.state.mark_dropped(*d, *a);
                     }
                     record.fault = Some("dropped_after_apply".into());
                     conn.kill();
+                } else if let Some(code) = g.faults.error_after_apply() {
+                    let status =
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    resp = ApiError::for_status(status).into_response();
+                    record.fault = Some("error_after_apply".into());
                 }
             }
             (resp, h, None)
@@ -309,7 +382,19 @@ async fn api_layer(
     };
     let resp = finish(resp, &request_id, rate, retry_after);
     record.status = resp.status().as_u16();
-    sh.lock().log.push(record);
+    guard.done = true;
+    let mut g = sh.lock();
+    if let Some(entry) = g.log_entry(record.seq) {
+        // A late commit may have marked the entry already.
+        record.applied |= entry.applied;
+        for id in &entry.action_ids {
+            if !record.action_ids.contains(id) {
+                record.action_ids.push(*id);
+            }
+        }
+        *entry = record;
+    }
+    drop(g);
     resp
 }
 

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 
 use super::catalog;
 use super::config::ActionDurations;
+use super::faults::Fate;
 use super::model::{
     ACTION_ID_BASE, ADDED_DROPLET_ID_BASE, ActionStatus, IMAGE_ID_BASE, Initiation, PostRecord,
     SimAction, SimDroplet, SimDropletSeed, SimImage, StateError, backup_window,
@@ -30,6 +31,9 @@ pub(crate) struct State {
     due: BinaryHeap<Reverse<(Instant, i64)>>,
     images: BTreeMap<i64, SimImage>,
     posts: HashMap<i64, Vec<PostRecord>>,
+    /// droplet id -> the last action request posted to it (what a foreign
+    /// client repeats).
+    last_request: HashMap<i64, ActionRequest>,
     next_droplet_id: i64,
     next_image_id: i64,
     pub durations: ActionDurations,
@@ -50,6 +54,7 @@ impl State {
             due: BinaryHeap::new(),
             images: BTreeMap::new(),
             posts: HashMap::new(),
+            last_request: HashMap::new(),
             next_droplet_id: ADDED_DROPLET_ID_BASE + 1,
             next_image_id: IMAGE_ID_BASE + 1,
             durations,
@@ -189,29 +194,67 @@ impl State {
         &self.actions
     }
 
-    /// Account-wide actions, newest first.
-    pub fn actions_page(&self, offset: usize, limit: usize) -> Vec<&SimAction> {
-        self.actions.iter().rev().skip(offset).take(limit).collect()
+    /// How many account-wide actions a list shows when it omits those created
+    /// after `visible_until_ms` (Unix ms; the lagging-list fault). Actions are
+    /// stored in creation order, so the visible ones are a prefix.
+    pub fn visible_action_count(&self, visible_until_ms: i64) -> usize {
+        self.actions
+            .partition_point(|a| a.created_ms <= visible_until_ms)
     }
 
-    pub fn droplet_action_count(&self, droplet_id: i64) -> usize {
-        self.droplet_actions.get(&droplet_id).map_or(0, Vec::len)
+    /// Account-wide actions among the first `visible` (see
+    /// [`State::visible_action_count`]), newest first.
+    pub fn actions_page(&self, visible: usize, offset: usize, limit: usize) -> Vec<&SimAction> {
+        self.actions[..visible.min(self.actions.len())]
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .collect()
     }
 
-    /// A droplet's actions, newest first.
+    fn droplet_visible_ids(&self, droplet_id: i64, visible_until_ms: i64) -> &[i64] {
+        let ids = self
+            .droplet_actions
+            .get(&droplet_id)
+            .map_or(&[][..], Vec::as_slice);
+        let n = ids.partition_point(|id| {
+            self.action(*id)
+                .is_some_and(|a| a.created_ms <= visible_until_ms)
+        });
+        &ids[..n]
+    }
+
+    /// How many of a droplet's actions a list created up to
+    /// `visible_until_ms` shows.
+    pub fn droplet_action_count(&self, droplet_id: i64, visible_until_ms: i64) -> usize {
+        self.droplet_visible_ids(droplet_id, visible_until_ms).len()
+    }
+
+    /// A droplet's actions created up to `visible_until_ms`, newest first.
     pub fn droplet_actions_page(
         &self,
         droplet_id: i64,
+        visible_until_ms: i64,
         offset: usize,
         limit: usize,
     ) -> Vec<&SimAction> {
-        self.droplet_actions
-            .get(&droplet_id)
-            .into_iter()
-            .flat_map(|ids| ids.iter().rev())
+        self.droplet_visible_ids(droplet_id, visible_until_ms)
+            .iter()
+            .rev()
             .skip(offset)
             .take(limit)
             .filter_map(|id| self.action(*id))
+            .collect()
+    }
+
+    /// Droplets that were sent an action and are idle now, with the request
+    /// last sent to each (for the foreign-action fault).
+    pub fn idle_posted_droplets(&self) -> Vec<(i64, ActionRequest)> {
+        self.last_request
+            .iter()
+            .filter(|(id, _)| !self.is_pending(**id))
+            .map(|(id, r)| (*id, r.clone()))
             .collect()
     }
 
@@ -358,7 +401,7 @@ impl State {
                         id,
                         name,
                         type_: "snapshot".into(),
-                        created_at: action.started_at,
+                        created_at: action.reported_started_at(),
                         min_disk_size: d.disk,
                         size_gigabytes: (d.disk as f64 * 0.1 * 100.0).round() / 100.0,
                         resource_id: d.id,
@@ -419,16 +462,21 @@ impl State {
     }
 
     /// Creates an in-progress action (no validation) and locks the droplet.
-    #[allow(clippy::too_many_arguments)]
+    /// `fate` (from the faults) decides how it ends.
     pub fn create_action(
         &mut self,
         droplet_id: i64,
         req: ActionRequest,
         initiated: Initiation,
-        will_error: bool,
+        fate: Fate,
         request_seq: Option<u64>,
         now: Instant,
     ) -> Option<SimAction> {
+        if matches!(initiated, Initiation::Single | Initiation::ByTag { .. })
+            && self.droplets.contains_key(&droplet_id)
+        {
+            self.last_request.insert(droplet_id, req.clone());
+        }
         let d = self.droplets.get_mut(&droplet_id)?;
         d.locked = true;
         let id = ACTION_ID_BASE + 1 + self.actions.len() as i64;
@@ -444,13 +492,19 @@ impl State {
             region_slug: d.region.clone(),
             params: req.params,
             initiated: initiated.clone(),
-            will_error,
+            will_error: fate.errors,
             duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+            stuck: fate.stuck,
+            unknown_status: fate.unknown_status,
+            skew_secs: fate.skew_secs,
+            created_ms: Timestamp::now().as_millisecond(),
         };
         self.actions.push(action.clone());
         self.droplet_actions.entry(droplet_id).or_default().push(id);
         self.pending.insert(droplet_id, id);
-        self.due.push(Reverse((now + duration, id)));
+        if !action.stuck {
+            self.due.push(Reverse((now + duration, id)));
+        }
         if let Some(seq) = request_seq {
             self.posts.entry(droplet_id).or_default().push(PostRecord {
                 action_id: id,

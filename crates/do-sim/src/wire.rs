@@ -38,7 +38,7 @@ pub fn region(slug: &str) -> Region {
 #[derive(Debug, Serialize)]
 pub struct Action {
     pub id: i64,
-    pub status: &'static str,
+    pub status: String,
     #[serde(rename = "type")]
     pub type_: String,
     pub started_at: String,
@@ -53,10 +53,10 @@ impl From<&SimAction> for Action {
     fn from(a: &SimAction) -> Self {
         Self {
             id: a.id,
-            status: a.status.as_str(),
+            status: a.reported_status().to_string(),
             type_: a.type_.clone(),
-            started_at: a.started_at.to_string(),
-            completed_at: a.completed_at.map(|t| t.to_string()),
+            started_at: a.reported_started_at().to_string(),
+            completed_at: a.reported_completed_at().map(|t| t.to_string()),
             resource_id: a.droplet_id,
             resource_type: "droplet",
             region: region(&a.region_slug),

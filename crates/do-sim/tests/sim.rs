@@ -1359,3 +1359,189 @@ async fn thousands_of_droplets_and_actions_stay_cheap() {
     );
     assert!(reads < Duration::from_secs(3), "reads: {reads:?}");
 }
+
+// ---- the exactly-once fault model ---------------------------------------------------------------
+
+#[tokio::test]
+async fn late_commit_applies_after_the_client_gave_up_and_is_logged_as_a_request() {
+    let t = fast().await;
+    t.sim.set_faults(Faults {
+        late_commit_rate: 1.0,
+        late_commit_delay_min: Duration::from_millis(400),
+        late_commit_delay_max: Duration::from_millis(400),
+        seed: Some(5),
+        ..Faults::default()
+    });
+    // The client gives up after 100 ms: nothing is visible yet.
+    let err = t
+        .http
+        .post(t.url("/v2/droplets/101001/actions"))
+        .bearer_auth(&t.token)
+        .timeout(Duration::from_millis(100))
+        .json(&json!({"type": "reboot"}))
+        .send()
+        .await
+        .expect_err("times out");
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(t.sim.posts_for_droplet(101001).is_empty());
+    let list = t.get("/v2/droplets/101001/actions").await;
+    assert_eq!(list.body["meta"]["total"], 0, "{}", list.body);
+    // ... and then it is applied all the same.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts = t.sim.posts_for_droplet(101001);
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let reqs = t.sim.post_requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].status, 499, "the client went away: {reqs:?}");
+    assert!(reqs[0].applied);
+    assert_eq!(reqs[0].action_ids, vec![posts[0].action_id]);
+    assert_eq!(reqs[0].fault.as_deref(), Some("client_gone"));
+
+    // A client that waits long enough gets the answer (or a dropped connection) after the apply.
+    let before = Instant::now();
+    let r = t
+        .http
+        .post(t.url("/v2/droplets/101002/actions"))
+        .bearer_auth(&t.token)
+        .json(&json!({"type": "reboot"}))
+        .send()
+        .await;
+    assert!(before.elapsed() >= Duration::from_millis(400));
+    if let Ok(r) = r {
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    assert_eq!(t.sim.posts_for_droplet(101002).len(), 1);
+}
+
+#[tokio::test]
+async fn lagging_lists_hide_young_actions_but_direct_gets_see_them() {
+    let t = fast().await;
+    t.sim.set_faults(Faults {
+        list_lag: Duration::from_millis(600),
+        ..Faults::default()
+    });
+    let a = t.act(101003, json!({"type": "power_cycle"})).await;
+    let id = a["id"].as_i64().expect("id");
+    let list = t.get("/v2/droplets/101003/actions").await;
+    assert_eq!(list.body["meta"]["total"], 0, "{}", list.body);
+    let all = t.get("/v2/actions?per_page=200").await;
+    assert!(
+        !all.body["actions"]
+            .as_array()
+            .expect("actions")
+            .iter()
+            .any(|x| x["id"] == id)
+    );
+    assert_eq!(
+        t.get(&format!("/v2/actions/{id}")).await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let list = t.get("/v2/droplets/101003/actions").await;
+    assert_eq!(list.body["actions"][0]["id"], id, "{}", list.body);
+}
+
+#[tokio::test]
+async fn server_errors_after_apply_leave_the_action_behind() {
+    let t = fast().await;
+    t.sim.set_faults(Faults {
+        error_after_apply_rate: 1.0,
+        seed: Some(2),
+        ..Faults::default()
+    });
+    let r = t
+        .post("/v2/droplets/101004/actions", json!({"type": "reboot"}))
+        .await;
+    assert!(
+        [500, 502, 503, 504].contains(&r.status.as_u16()),
+        "{}",
+        r.status
+    );
+    assert_eq!(t.sim.posts_for_droplet(101004).len(), 1);
+    let reqs = t.sim.post_requests();
+    assert_eq!(reqs[0].fault.as_deref(), Some("error_after_apply"));
+    assert!(reqs[0].applied);
+}
+
+#[tokio::test]
+async fn clock_skew_shifts_reported_times_both_ways() {
+    for skew in [-120i64, 120] {
+        let t = fast().await;
+        t.sim.set_faults(Faults {
+            clock_skew_secs: skew,
+            ..Faults::default()
+        });
+        let now = jiff::Timestamp::now().as_second();
+        let a = t.act(101001, json!({"type": "reboot"})).await;
+        let started: jiff::Timestamp = a["started_at"].as_str().expect("t").parse().expect("ts");
+        let off = started.as_second() - now;
+        assert!(
+            (off - skew).abs() <= 2,
+            "skew {skew}: reported offset {off}"
+        );
+        let done = t.wait(a["id"].as_i64().expect("id")).await;
+        let completed: jiff::Timestamp = done["completed_at"]
+            .as_str()
+            .expect("t")
+            .parse()
+            .expect("ts");
+        assert!(completed >= started);
+    }
+}
+
+#[tokio::test]
+async fn foreign_clients_repeat_actions_on_droplets_we_posted_to() {
+    let t = fast().await;
+    t.sim.set_faults(Faults {
+        foreign_action_rate: 600.0,
+        seed: Some(4),
+        ..Faults::default()
+    });
+    t.act_and_wait(101005, json!({"type": "power_cycle"})).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let foreign: Vec<_> = t
+            .sim
+            .actions()
+            .into_iter()
+            .filter(|a| a.initiated == Initiation::Foreign)
+            .collect();
+        if let Some(a) = foreign.first() {
+            assert_eq!(a.droplet_id, 101005);
+            assert_eq!(a.type_, "power_cycle");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no foreign action appeared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Droplets nobody posted to are left alone; foreign POSTs are not our requests.
+    assert!(t.sim.actions().iter().all(|a| a.droplet_id == 101005));
+    assert_eq!(t.sim.post_requests().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_status_values_and_stuck_actions() {
+    let t = fast().await;
+    t.sim.set_faults(Faults {
+        unknown_status_rate: 1.0,
+        unknown_status: "done".into(),
+        ..Faults::default()
+    });
+    let a = t.act(101006, json!({"type": "power_on"})).await;
+    let done = t.wait(a["id"].as_i64().expect("id")).await;
+    assert_eq!(done["status"], "done");
+
+    t.sim.set_faults(Faults {
+        stuck_rate: 1.0,
+        ..Faults::default()
+    });
+    let a = t.act(101007, json!({"type": "power_on"})).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = t.get(&format!("/v2/actions/{}", a["id"])).await;
+    assert_eq!(r.body["action"]["status"], "in-progress");
+    t.post("/v2/droplets/101007/actions", json!({"type": "power_off"}))
+        .await
+        .assert_error(422, "unprocessable_entity");
+    let stuck = t.sim.action(a["id"].as_i64().expect("id")).expect("stored");
+    assert_eq!(stuck.status, ActionStatus::InProgress);
+}

@@ -323,6 +323,7 @@ impl Emu {
             m.remove("status");
         }
         check_meta(&obj)?;
+        check_name_and_note(res, &obj, &name)?;
         if res.plural == "namespaces" && res.group.is_empty() {
             obj["status"] = json!({"phase": "Active"});
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -679,6 +680,7 @@ impl Emu {
             }
         }
         check_meta(&new)?;
+        check_name_and_note(res, &new, name)?;
         normalize_builtin(res, &mut new);
         let sub = opts.subresource.as_deref();
         if sub == Some("status") && !res.status_subresource {
@@ -1049,6 +1051,49 @@ fn check_meta(obj: &Value) -> Result<(), ApiError> {
         Some(_) => Err(ApiError::bad_request(
             "metadata.finalizers: must be a list of strings",
         )),
+    }
+}
+
+/// The longest object name the API server accepts (a DNS subdomain, RFC 1123).
+pub const MAX_NAME_BYTES: usize = 253;
+/// The longest event note (events.k8s.io/v1 `note`, core/v1 `message`) the API server accepts, in bytes.
+pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// Like the API server: names longer than a DNS subdomain are rejected (422), and so are event notes over
+/// 1 KiB (counted in bytes, not characters).
+fn check_name_and_note(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
+    let mut errs = Vec::new();
+    if name.len() > MAX_NAME_BYTES {
+        errs.push(super::admission::FieldError::new(
+            "metadata.name",
+            super::admission::FieldErrorReason::Invalid,
+            format!("Invalid value: {name:?}: must be no more than {MAX_NAME_BYTES} characters"),
+        ));
+    }
+    if res.plural == "events" {
+        // Stored in the core/v1 form (`message`); accept either spelling.
+        for field in ["message", "note"] {
+            if let Some(note) = obj.get(field).and_then(Value::as_str)
+                && note.len() > MAX_EVENT_NOTE_BYTES
+            {
+                errs.push(super::admission::FieldError::new(
+                    if res.group == "events.k8s.io" {
+                        "note"
+                    } else {
+                        field
+                    },
+                    super::admission::FieldErrorReason::Invalid,
+                    format!(
+                        "Invalid value: \"\": can have at most {MAX_EVENT_NOTE_BYTES} characters"
+                    ),
+                ));
+            }
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(admission_error(res, name, errs))
     }
 }
 

@@ -167,10 +167,16 @@ impl SchemaValidator {
 
     /// Only the CEL rules (the object must already be structurally valid).
     pub fn validate_cel(&self, obj: &Value, old: Option<&Value>) -> Result<(), Vec<FieldError>> {
-        match self
-            .cel
-            .validate_compiled_with_context(&self.compiled, obj, old, Some(&self.root))
-        {
+        // Like the API server, a field set to `null` (kept because the schema says `nullable`) is absent for CEL:
+        // `has(self.tagName)` is false for `tagName: null`.
+        let obj = &without_nulls(obj);
+        let old = old.map(without_nulls);
+        match self.cel.validate_compiled_with_context(
+            &self.compiled,
+            obj,
+            old.as_ref(),
+            Some(&self.root),
+        ) {
             Ok(()) => Ok(()),
             Err(errs) => Err(errs
                 .into_vec()
@@ -184,6 +190,20 @@ impl SchemaValidator {
                 })
                 .collect()),
         }
+    }
+}
+
+/// `v` without object members whose value is `null`, at every depth.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 
@@ -335,27 +355,28 @@ fn validate_structure(
         }
         return;
     }
-    if schema
+    let int_or_string = schema
         .get("x-kubernetes-int-or-string")
         .and_then(Value::as_bool)
-        == Some(true)
-    {
-        if !(v.is_i64() || v.is_u64() || v.is_string()) {
-            errors.push(FieldError {
-                field: field.clone(),
-                reason: FieldReason::TypeInvalid,
-                detail: format!(
-                    "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
-                    type_name(v),
-                    type_name(v)
-                ),
-            });
-        }
+        == Some(true);
+    // An int-or-string of the right kind goes on to the value validations of whichever it is (maximum for the
+    // integer, maxLength for the string).
+    if int_or_string && !(v.is_i64() || v.is_u64() || v.is_string()) {
+        errors.push(FieldError {
+            field: field.clone(),
+            reason: FieldReason::TypeInvalid,
+            detail: format!(
+                "Invalid value: \"{}\": {path} in body must be of type integer,string: \"{}\"",
+                type_name(v),
+                type_name(v)
+            ),
+        });
         return;
     }
     // A wrong type is reported together with an enum violation (kube-openapi runs both validators).
     let mut wrong_type = false;
     if let Some(expected) = schema.get("type").and_then(Value::as_str)
+        && !int_or_string
         && !type_matches(expected, v)
     {
         errors.push(FieldError {

@@ -1527,3 +1527,44 @@ async fn perf_10k_objects() {
     ctl.abort();
     eprintln!("objects {}", emu.object_count());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_notes_over_1024_bytes_and_names_over_253_are_rejected_like_the_api_server() {
+    let (emu, client) = start().await;
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let event = |name: String, note: String| -> k8s_openapi::api::events::v1::Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "regarding": {"kind": "Widget", "name": "w", "namespace": "default"},
+            "reason": "Did", "type": "Normal", "action": "Do",
+            "reportingController": "c", "reportingInstance": "i",
+            "note": note,
+        }))
+        .unwrap()
+    };
+    // 1024 bytes pass; 342 three-byte characters (1026 bytes, fewer than 1024 characters) do not.
+    api.create(
+        &PostParams::default(),
+        &event("ok".into(), "x".repeat(1024)),
+    )
+    .await
+    .expect("a 1024-byte note is accepted");
+    let err = api
+        .create(
+            &PostParams::default(),
+            &event("long".into(), "€".repeat(342)),
+        )
+        .await
+        .expect_err("a note over 1024 bytes is rejected");
+    assert_eq!(api_err(err).code, 422);
+    api.create(&PostParams::default(), &event("n".repeat(253), "ok".into()))
+        .await
+        .expect("a 253-character name is accepted");
+    let err = api
+        .create(&PostParams::default(), &event("n".repeat(254), "ok".into()))
+        .await
+        .expect_err("a 254-character name is rejected");
+    assert_eq!(api_err(err).code, 422);
+    emu.shutdown();
+}
