@@ -82,6 +82,23 @@ pub async fn run(
     cfg: OperatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), String> {
+    run_with(
+        client,
+        cfg,
+        crate::schedule::ScheduleOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with options for the DropletActionSchedule controller (which runs beside the DropletAction
+/// controller, under the same leader election and shutdown).
+pub async fn run_with(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    schedule: crate::schedule::ScheduleOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let do_client = do_client(&cfg, metrics.clone())?;
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
@@ -170,7 +187,18 @@ pub async fn run(
         default_token = cfg.default_token.as_ref().map(Token::fingerprint),
         "starting controller"
     );
-    controller::run(client, do_client, options, metrics, Some(ready_tx), stop).await;
+    let stop = futures::future::FutureExt::shared(Box::pin(stop));
+    let schedules = crate::schedule::run(
+        client.clone(),
+        do_client.clone(),
+        cfg.namespaces.clone(),
+        cfg.default_token.clone(),
+        cfg.instance.clone(),
+        schedule,
+        stop.clone(),
+    );
+    let actions = controller::run(client, do_client, options, metrics, Some(ready_tx), stop);
+    futures::future::join(actions, schedules).await;
     if lost.load(Ordering::SeqCst) {
         // Another instance holds the Lease now: exit so the orchestrator restarts this one as a standby.
         return Err("lost the leader Lease; exiting so another instance can take over".into());

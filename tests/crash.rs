@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{assert_exactly_once, servers};
+use common::{assert_exactly_once, kill, servers};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};
 use droplet_operator::crd::{DropletAction, Phase};
 use kube::api::{ListParams, PostParams};
@@ -19,38 +19,7 @@ const TRIALS: usize = 50;
 const PER_TRIAL: usize = 2;
 
 fn spawn_operator(kubeconfig: &std::path::Path, do_url: &str, log: &std::path::Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args([
-            "run",
-            "--do-api-url",
-            do_url,
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--do-timeout-seconds",
-            "1",
-            "--poll-scale",
-            "0.05",
-            "--log-format",
-            "json",
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-        .env("RUST_LOG", "droplet_operator=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("spawn operator")
-}
-
-fn kill(mut child: Child) {
-    // Child::kill sends SIGKILL on Unix: no graceful shutdown, no flushing.
-    let _ = child.kill();
-    let _ = child.wait();
+    common::spawn_operator_process(kubeconfig, do_url, log, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

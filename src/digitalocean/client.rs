@@ -185,6 +185,7 @@ mod route {
     pub const LIST_DROPLETS_BY_TAG: &str = "GET /v2/droplets?tag_name={tag}";
     pub const GET_DROPLET: &str = "GET /v2/droplets/{id}";
     pub const LIST_DROPLET_SNAPSHOTS: &str = "GET /v2/droplets/{id}/snapshots";
+    pub const DELETE_SNAPSHOT: &str = "DELETE /v2/snapshots/{id}";
 }
 
 /// The DigitalOcean API client. Clone freely: clones share the HTTP pool, the rate
@@ -501,6 +502,19 @@ impl DoClient {
         url: Url,
         scope_hint: &'static str,
     ) -> Result<(Bytes, HeaderMap), DoError> {
+        self.idempotent_bytes(token, route, Method::GET, url, scope_hint)
+            .await
+    }
+
+    /// An idempotent request (GET, DELETE) with retries on 429, 5xx and transport errors; returns the 2xx body.
+    async fn idempotent_bytes(
+        &self,
+        token: &Token,
+        route: &'static str,
+        method: Method,
+        url: Url,
+        scope_hint: &'static str,
+    ) -> Result<(Bytes, HeaderMap), DoError> {
         let policy = self.inner.cfg.get_retry;
         let mut attempt = 0;
         loop {
@@ -508,7 +522,7 @@ impl DoClient {
             let last = attempt >= policy.max_attempts;
             let auth = self.reserve(token, route).await?;
             let err = match self
-                .send(token, auth, route, Method::GET, url.clone(), None)
+                .send(token, auth, route, method.clone(), url.clone(), None)
                 .await
             {
                 Ok(raw) if (200..300).contains(&raw.status) => match raw.body {
@@ -939,6 +953,29 @@ impl DoClient {
             max_pages,
         )
         .await
+    }
+}
+
+impl DoClient {
+    /// `DELETE /v2/snapshots/{id}` (204; scope `image:delete`). A snapshot that is already gone (404) is
+    /// `Ok(false)`: deleting is idempotent, so it is retried like a GET on 429, 5xx and network errors.
+    pub async fn delete_snapshot(&self, token: &Token, snapshot_id: i64) -> Result<bool, DoError> {
+        let id = snapshot_id.to_string();
+        let url = self.url(&["v2", "snapshots", &id], &[]);
+        match self
+            .idempotent_bytes(
+                token,
+                route::DELETE_SNAPSHOT,
+                Method::DELETE,
+                url,
+                "image:delete",
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -61,7 +61,10 @@ pub async fn servers(sim_config: SimConfig) -> (SimHandle, EmuHandle) {
     let sim = Simulator::start(sim_config, loopback())
         .await
         .expect("simulator");
-    let crds = vec![droplet_operator::crd::definition()];
+    let crds = vec![
+        droplet_operator::crd::definition(),
+        droplet_operator::schedule::crd::definition(),
+    ];
     let emu = KubeEmulator::start(
         EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
@@ -85,30 +88,21 @@ impl World {
     }
 
     pub async fn start_with_token(sim_config: SimConfig, default_token: Option<Token>) -> World {
+        Self::start_with(sim_config, default_token, Default::default()).await
+    }
+
+    /// Servers plus an in-process operator whose schedule controller uses `schedule` (for example a sped-up
+    /// clock).
+    pub async fn start_with(
+        sim_config: SimConfig,
+        default_token: Option<Token>,
+        schedule: droplet_operator::schedule::ScheduleOptions,
+    ) -> World {
         log_buffer();
         let (sim, emu) = servers(sim_config).await;
         let client = emu.client();
-        let cfg = OperatorConfig {
-            do_api_url: sim.url(),
-            default_token,
-            namespaces: vec![],
-            concurrency: 16,
-            metrics_addr: None,
-            do_timeout: Duration::from_secs(2),
-            poll_scale: POLL_SCALE,
-            instance: Some("test".into()),
-            leader_election: None,
-        };
-        let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let c = client.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            operator::run(c, cfg, shutdown)
-                .await
-                .expect("operator runs");
-        });
+        let cfg = operator_config(&sim, default_token);
+        let (stop, task) = spawn_operator(client.clone(), cfg, schedule);
         World {
             sim,
             emu,
@@ -117,7 +111,45 @@ impl World {
             task: Some(task),
         }
     }
+}
 
+/// The in-process operator's settings for tests.
+pub fn operator_config(sim: &SimHandle, default_token: Option<Token>) -> OperatorConfig {
+    OperatorConfig {
+        do_api_url: sim.url(),
+        default_token,
+        namespaces: vec![],
+        concurrency: 16,
+        metrics_addr: None,
+        do_timeout: Duration::from_secs(2),
+        poll_scale: POLL_SCALE,
+        instance: Some("test".into()),
+        leader_election: None,
+    }
+}
+
+/// Runs an operator in this process until the returned sender says stop.
+pub fn spawn_operator(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    schedule: droplet_operator::schedule::ScheduleOptions,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        operator::run_with(client, cfg, schedule, shutdown)
+            .await
+            .expect("operator runs");
+    });
+    (stop, task)
+}
+
+impl World {
     pub fn api(&self) -> Api<DropletAction> {
         Api::namespaced(self.client.clone(), "default")
     }
@@ -243,4 +275,48 @@ pub fn assert_exactly_once(items: &[DropletAction], sim: &SimHandle) {
         recorded.len(),
         "recorded actions that DigitalOcean never started"
     );
+}
+
+/// Runs `droplet-operator run` as a child process against the test servers (JSON logs appended to `log`), with
+/// `extra` arguments.
+pub fn spawn_operator_process(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
+        .args([
+            "run",
+            "--do-api-url",
+            do_url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--do-timeout-seconds",
+            "1",
+            "--poll-scale",
+            "0.05",
+            "--log-format",
+            "json",
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
+        .env("RUST_LOG", "droplet_operator=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn operator")
+}
+
+/// SIGKILL (Child::kill on Unix): no graceful shutdown, no flushing.
+pub fn kill(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
