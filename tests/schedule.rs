@@ -723,3 +723,83 @@ fn the_crd_and_the_examples_admit_what_they_should() {
             .contains("spec.retention is only valid when spec.template.spec.type is snapshot")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_created_but_not_recorded_before_a_crash_is_adopted_not_created_again() {
+    // The state a SIGKILL leaves between creating a slot's child and recording it in status: the child exists,
+    // the schedule's status does not mention it. Built by hand, then an operator starts.
+    let (sim, emu) = servers(SimConfig::fast(0.02)).await;
+    let client = emu.client();
+    let s = create_schedule(
+        &client,
+        "pre",
+        json!({"schedule": "* * * * *", "successfulHistoryLimit": 100,
+               "template": {"spec": {"type": "power_on", "dropletId": 101006}}}),
+    )
+    .await;
+    let created = s.metadata.creation_timestamp.clone().unwrap().0;
+    let clock = ScheduleClock::sped_up(created, 60.0);
+    let first = droplet_operator::schedule::cron::CronSchedule::parse("* * * * *", None)
+        .unwrap()
+        .next_after(created)
+        .unwrap();
+    let name = droplet_operator::schedule::decide::child_name("pre", first);
+    let orphan: DropletAction = serde_json::from_value(json!({
+        "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
+        "metadata": {"name": name, "namespace": "default",
+                     "labels": {"droplet-operator.dev/schedule": "pre", "droplet-operator.dev/schedule-uid": s.uid()},
+                     "annotations": {SCHEDULED_AT: first.to_string()},
+                     "ownerReferences": [{"apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletActionSchedule",
+                                          "name": "pre", "uid": s.uid(), "controller": true}]},
+        "spec": {"type": "power_on", "dropletId": 101006},
+    }))
+    .unwrap();
+    let api: Api<DropletAction> = Api::namespaced(client.clone(), "default");
+    let orphan = api.create(&PostParams::default(), &orphan).await.unwrap();
+    // Wait until that slot has passed on the operator's clock, then start it.
+    while clock.now() <= first {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (stop, task) = spawn_operator(
+        client.clone(),
+        operator_config(&sim, Some(Token::new(DEFAULT_SIM_TOKEN))),
+        ScheduleOptions { clock },
+    );
+    eventually("two more slots", || async {
+        children(&client, &s).await.len() >= 3
+    })
+    .await;
+    set_suspend(&client, "pre", true).await;
+    eventually("all finished", || async {
+        children(&client, &s)
+            .await
+            .iter()
+            .all(|d| d.phase().is_terminal())
+    })
+    .await;
+    let kids = children(&client, &s).await;
+    let for_first: Vec<&DropletAction> = kids
+        .iter()
+        .filter(|d| slot(d) == first.to_string())
+        .collect();
+    assert_eq!(for_first.len(), 1);
+    assert_eq!(
+        for_first[0].uid(),
+        orphan.uid(),
+        "the existing child was kept, not replaced"
+    );
+    let refused = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/dropletactions") && r.status != 201)
+        .count();
+    assert_eq!(
+        refused, 0,
+        "the operator did not even try to create the first slot again"
+    );
+    assert_exactly_once(&kids, &sim);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    emu.shutdown();
+    sim.shutdown();
+}

@@ -176,8 +176,8 @@ pub struct TemplateMetadata {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DropletActionScheduleStatus {
-    /// Ready (True while the schedule works), Reconciling and Stalled (True when the spec is invalid or a
-    /// retention deletion is refused), kstatus-compatible.
+    /// Ready (True while the schedule works), Reconciling (True while a slot waits for the previous child) and
+    /// Stalled (True when the schedule or time zone is invalid, or retention is refused), kstatus-compatible.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "crate::crd::conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -262,6 +262,19 @@ pub fn definition()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
             crate::crd::reflow(schema);
+            // The shared conditions schema describes DropletAction's conditions; say what they mean here.
+            if let Some(conditions) = schema
+                .properties
+                .as_mut()
+                .and_then(|p| p.get_mut("status"))
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("conditions"))
+            {
+                conditions.description = Some(
+                    "Ready (True while the schedule works), Reconciling (True while a slot waits for the previous child) and Stalled (True when the schedule or time zone is invalid, or retention is refused), kstatus-compatible."
+                        .into(),
+                );
+            }
             let template_spec = schema
                 .properties
                 .as_mut()
