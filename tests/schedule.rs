@@ -803,3 +803,78 @@ async fn a_child_created_but_not_recorded_before_a_crash_is_adopted_not_created_
     emu.shutdown();
     sim.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_shows_schedules_with_their_columns_and_explains_the_fields() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: kubectl is not installed (not on PATH)");
+        return;
+    }
+    let w = world(SimConfig::fast(0.02), 60.0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    w.emu.write_kubeconfig(&kubeconfig, "default").unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--cache-dir")
+            .arg(dir.path().join("cache"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/schedules/weekly-reboot-schedule.yaml"
+    );
+    let applied = kubectl(&["apply", "-f", example]);
+    assert!(
+        applied.contains("dropletactionschedule.droplet-operator.dev/weekly-web-reboot created"),
+        "{applied}"
+    );
+    eventually("status written", || async {
+        get(&w.client, "weekly-web-reboot")
+            .await
+            .status
+            .is_some_and(|s| s.next_schedule_time.is_some())
+    })
+    .await;
+    let table = kubectl(&["get", "das"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST", "NEXT", "AGE"
+        ]
+    );
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("weekly-web-reboot")
+            && row.contains("0 4 * * SUN")
+            && row.contains("false"),
+        "{row}"
+    );
+    assert!(kubectl(&["get", "digitalocean"]).contains("weekly-web-reboot"));
+    let explain = kubectl(&["explain", "dropletactionschedule.spec.schedule"]);
+    assert!(explain.contains("5-field cron expression"), "{explain}");
+    let explain = kubectl(&["explain", "das.spec.template.spec.type"]);
+    assert!(
+        explain.contains("The DigitalOcean droplet action to run."),
+        "{explain}"
+    );
+    w.stop().await;
+}

@@ -89,8 +89,8 @@ pub struct DropletActionScheduleSpec {
 
     /// When true, slots are skipped (with a Skipped event) and no DropletAction is created. Running children are
     /// not affected. A slot skipped while suspended is not run later.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub suspend: Option<bool>,
+    #[serde(default)]
+    pub suspend: bool,
 
     /// A slot that could not start within this many seconds of its time (operator down, concurrency) is skipped,
     /// not run late. Each child also gets notAfter = slot + this, so it never acts later. Default: the smaller

@@ -361,7 +361,7 @@ pub fn decide(o: &Observed<'_>) -> Plan {
             reason,
             note: format!("slot {slot} skipped ({reason}): {why}"),
         };
-        if o.spec.suspend == Some(true) {
+        if o.spec.suspend {
             plan.skipped
                 .push(skip(reasons::SUSPENDED, "spec.suspend is true".into()));
         } else if too_late {

@@ -138,11 +138,11 @@ fn a_slot_past_its_deadline_is_skipped_not_run_late() {
 #[test]
 fn suspended_slots_are_skipped_and_not_run_after_resume() {
     let mut s = spec("* * * * *");
-    s.suspend = Some(true);
+    s.suspend = true;
     let p = run(&s, &Default::default(), &[], "2026-01-01T00:01:01Z");
     assert!(p.create.is_none());
     assert_eq!(p.skipped[0].reason, reasons::SUSPENDED);
-    s.suspend = Some(false);
+    s.suspend = false;
     let resumed = run(&s, &p.status, &[], "2026-01-01T00:01:30Z");
     assert!(
         resumed.create.is_none(),

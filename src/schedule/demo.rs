@@ -127,7 +127,7 @@ pub async fn run(client: &kube::Client, dir: &Path, timeout: Duration) -> Result
             s.name_any(),
             s.spec.schedule,
             s.spec.time_zone.as_deref().unwrap_or("UTC"),
-            s.spec.suspend.unwrap_or(false),
+            s.spec.suspend,
             st.active_count.unwrap_or(0),
             st.last_schedule_time
                 .map(|t| t.0.to_string())
