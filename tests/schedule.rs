@@ -554,6 +554,14 @@ async fn sigkilled_operators_never_create_a_slot_twice_or_act_twice() {
                "template": {"spec": {"type": "power_on", "dropletId": 101006}}}),
     )
     .await;
+    let snaps = create_schedule(
+        &client,
+        "snaps",
+        json!({"schedule": "* * * * *", "retention": {"keepLast": 2},
+               "successfulHistoryLimit": 100, "failedHistoryLimit": 100,
+               "template": {"spec": {"type": "snapshot", "dropletId": 101005}}}),
+    )
+    .await;
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(15);
     for _ in 0..15 {
@@ -564,10 +572,22 @@ async fn sigkilled_operators_never_create_a_slot_twice_or_act_twice() {
     let last = spawn_operator_process(&kubeconfig, sim.url().as_str(), &log, &args);
     tokio::time::sleep(Duration::from_secs(3)).await;
     set_suspend(&client, "crashy", true).await;
+    set_suspend(&client, "snaps", true).await;
     let start = Instant::now();
     let kids = loop {
         let kids = children(&client, &s).await;
-        if kids.iter().all(|d| d.phase().is_terminal()) || start.elapsed() > T {
+        let snap_kids = children(&client, &snaps).await;
+        let settled = get(&client, "snaps")
+            .await
+            .status
+            .is_some_and(|st| st.snapshots.len() <= 2);
+        if (kids
+            .iter()
+            .chain(&snap_kids)
+            .all(|d| d.phase().is_terminal())
+            && settled)
+            || start.elapsed() > T
+        {
             break kids;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -583,11 +603,62 @@ async fn sigkilled_operators_never_create_a_slot_twice_or_act_twice() {
     assert!(kids.iter().all(|d| d.phase().is_terminal()));
     let slots: BTreeSet<String> = kids.iter().map(slot).collect();
     assert_eq!(slots.len(), kids.len(), "one child per slot");
-    assert_exactly_once(&kids, &sim);
+    let snap_kids = children(&client, &snaps).await;
+    let snap_slots: BTreeSet<String> = snap_kids.iter().map(slot).collect();
+    assert_eq!(
+        snap_slots.len(),
+        snap_kids.len(),
+        "one snapshot child per slot"
+    );
+    let all: Vec<DropletAction> = kids.iter().chain(&snap_kids).cloned().collect();
+    assert_exactly_once(&all, &sim);
     assert_eq!(
         st.last_schedule_time.unwrap().0.to_string(),
         *slots.iter().max().unwrap(),
         "status caught up with the children"
+    );
+    // Retention through the kills: only own snapshots were deleted, each once, the newest two are kept.
+    let st = get(&client, "snaps").await.status.unwrap();
+    let own: BTreeSet<i64> = st
+        .snapshots
+        .iter()
+        .map(|s| s.image_id)
+        .chain(st.deleted_snapshots.iter().map(|d| d.image_id))
+        .collect();
+    let deleted: Vec<i64> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.status == 204)
+        .map(|r| r.path.rsplit('/').next().unwrap().parse().unwrap())
+        .collect();
+    let unique: BTreeSet<i64> = deleted.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        deleted.len(),
+        "no snapshot deleted twice: {deleted:?}"
+    );
+    assert!(unique.is_subset(&own), "deleted {unique:?}, own {own:?}");
+    assert!(!unique.is_empty(), "retention ran");
+    assert!(sim.image(702001).is_some(), "the foreign snapshot survived");
+    assert!(st.snapshots.len() <= 2, "{st:#?}");
+    let kept_min = st
+        .snapshots
+        .iter()
+        .map(|s| s.image_id)
+        .min()
+        .unwrap_or(i64::MAX);
+    assert!(
+        unique.iter().all(|d| *d < kept_min),
+        "the oldest were deleted"
+    );
+    for k in &st.snapshots {
+        assert!(sim.image(k.image_id).is_some());
+    }
+    eprintln!(
+        "{} schedule children, {} snapshots deleted, {} kept",
+        kids.len(),
+        unique.len(),
+        st.snapshots.len()
     );
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(
