@@ -196,6 +196,12 @@ pub async fn reconcile(
 
     let mut created_now = None;
     if let Some(c) = &plan.create {
+        // Decide on the current status, not a cached copy that may lag our own last write: a child that was
+        // recorded and then deleted (ttlSecondsAfterFinished) must not be created again.
+        let fresh = api.get(&name).await.map_err(Error::Kube)?;
+        if fresh.resource_version() != obj.resource_version() {
+            return Ok(Requeue::requeue(Duration::from_millis(100)));
+        }
         match children_api
             .create(&PostParams::default(), &child_object(&obj, c))
             .await
