@@ -949,3 +949,59 @@ async fn kubectl_shows_schedules_with_their_columns_and_explains_the_fields() {
     );
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_deleted_by_their_ttl_are_never_created_again() {
+    use futures::StreamExt;
+    let w = world(SimConfig::fast(0.02), 60.0).await;
+    // The operator's cache of schedules lags (its cache of children does not): a reconcile triggered by a
+    // child may see a schedule without its own last status write.
+    w.emu
+        .set_watch_delay("dropletactionschedules", Duration::from_millis(1500));
+    // Every child ever created, by name, as the watch sees them.
+    let api: Api<DropletAction> = Api::namespaced(w.client.clone(), "default");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let recorder = seen.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream =
+            kube::runtime::watcher(api, kube::runtime::watcher::Config::default()).boxed();
+        while let Some(Ok(ev)) = stream.next().await {
+            if let kube::runtime::watcher::Event::Apply(d)
+            | kube::runtime::watcher::Event::InitApply(d) = ev
+            {
+                let mut seen = recorder.lock().unwrap();
+                let key = (d.name_any(), d.uid().unwrap_or_default());
+                if !seen.contains(&key) {
+                    seen.push(key);
+                }
+            }
+        }
+    });
+    let s = create_schedule(
+        &w.client,
+        "ttl",
+        json!({"schedule": "* * * * *",
+               "template": {"spec": {"type": "power_on", "dropletId": 101007, "ttlSecondsAfterFinished": 0}}}),
+    )
+    .await;
+    eventually("five children", || async {
+        seen.lock().unwrap().len() >= 5
+    })
+    .await;
+    set_suspend(&w.client, "ttl", true).await;
+    eventually("the last child is gone", || async {
+        children(&w.client, &s).await.is_empty()
+    })
+    .await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    let names: BTreeSet<&String> = seen.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names.len(),
+        seen.len(),
+        "a slot's child was created twice: {seen:?}"
+    );
+    let actions = w.applied_posts(101007).len();
+    assert_eq!(actions, seen.len(), "one DigitalOcean action per child");
+    w.stop().await;
+}

@@ -141,10 +141,32 @@ async fn write_status(
 }
 
 /// One reconcile of a DropletActionSchedule.
+///
+/// Before it creates a child or deletes snapshots it re-reads the schedule: the cached copy may lag behind the
+/// controller's own last status write, and a child that was recorded there and then deleted
+/// (ttlSecondsAfterFinished, history limits) must not be created again, nor a recorded deletion repeated. When the
+/// cache is behind, the decision is made again on the object just read.
 pub async fn reconcile(
     obj: Arc<DropletActionSchedule>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
+    if let Some(done) = reconcile_with(&obj, &ctx, false).await? {
+        return Ok(done);
+    }
+    let api: Api<DropletActionSchedule> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let fresh = api.get(&obj.name_any()).await.map_err(Error::Kube)?;
+    Ok(reconcile_with(&fresh, &ctx, true)
+        .await?
+        .unwrap_or_else(|| Requeue::requeue(Duration::from_millis(100))))
+}
+
+/// A reconcile of `obj`; None when `obj` turned out to be older than the stored object (and `fresh` is false).
+async fn reconcile_with(
+    obj: &DropletActionSchedule,
+    ctx: &Context,
+    fresh: bool,
+) -> Result<Option<Requeue>, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let uid = obj.uid().unwrap_or_default();
@@ -189,21 +211,27 @@ pub async fn reconcile(
         )
         .await?;
         if !was_stalled {
-            publish(&ctx, &obj, true, e.reason(), e.to_string()).await;
+            publish(ctx, obj, true, e.reason(), e.to_string()).await;
         }
-        return Ok(Requeue::await_change());
+        return Ok(Some(Requeue::await_change()));
     }
 
     let mut created_now = None;
     if let Some(c) = &plan.create {
         // Decide on the current status, not a cached copy that may lag our own last write: a child that was
         // recorded and then deleted (ttlSecondsAfterFinished) must not be created again.
-        let fresh = api.get(&name).await.map_err(Error::Kube)?;
-        if fresh.resource_version() != obj.resource_version() {
-            return Ok(Requeue::requeue(Duration::from_millis(100)));
+        if !fresh
+            && api
+                .get(&name)
+                .await
+                .map_err(Error::Kube)?
+                .resource_version()
+                != obj.resource_version()
+        {
+            return Ok(None);
         }
         match children_api
-            .create(&PostParams::default(), &child_object(&obj, c))
+            .create(&PostParams::default(), &child_object(obj, c))
             .await
         {
             Ok(_) => {
@@ -225,12 +253,30 @@ pub async fn reconcile(
     )
     .await?
     else {
-        return Ok(Requeue::requeue(Duration::from_millis(200)));
+        // Someone wrote the schedule since it was read (or the cache lags): decide again on the stored one.
+        if let Some(c) = created_now {
+            publish(
+                ctx,
+                obj,
+                false,
+                "Created",
+                format!(
+                    "created DropletAction {} for the slot at {}",
+                    c.name, c.slot
+                ),
+            )
+            .await;
+        }
+        return Ok(if fresh {
+            Some(Requeue::requeue(Duration::from_millis(200)))
+        } else {
+            None
+        });
     };
     if let Some(c) = created_now {
         publish(
-            &ctx,
-            &obj,
+            ctx,
+            obj,
             false,
             "Created",
             format!(
@@ -241,7 +287,7 @@ pub async fn reconcile(
         .await;
     }
     for s in &plan.skipped {
-        publish_as(&ctx, &obj, false, "Skipped", s.reason, s.note.clone()).await;
+        publish_as(ctx, obj, false, "Skipped", s.reason, s.note.clone()).await;
     }
     for child in &plan.delete_children {
         match children_api
@@ -258,9 +304,18 @@ pub async fn reconcile(
     if !plan.delete_snapshots.is_empty() {
         // The cached object may lag behind our own last write (which may have recorded these deletions):
         // delete only what the current object still lists.
-        let fresh = api.get(&name).await.map_err(Error::Kube)?;
-        if fresh.resource_version() != rv {
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
+        if api
+            .get(&name)
+            .await
+            .map_err(Error::Kube)?
+            .resource_version()
+            != rv
+        {
+            return Ok(if fresh {
+                Some(Requeue::requeue(Duration::from_millis(200)))
+            } else {
+                None
+            });
         }
         let mut status = plan.status.clone();
         match tokens::lookup(
@@ -274,8 +329,8 @@ pub async fn reconcile(
         {
             TokenLookup::Missing(msg) => {
                 publish(
-                    &ctx,
-                    &obj,
+                    ctx,
+                    obj,
                     true,
                     "TokenNotFound",
                     format!("retention is waiting: {msg}"),
@@ -295,8 +350,8 @@ pub async fn reconcile(
                                 "was already gone:"
                             };
                             publish(
-                                &ctx,
-                                &obj,
+                                ctx,
+                                obj,
                                 false,
                                 "RetentionDeleted",
                                 format!(
@@ -314,8 +369,8 @@ pub async fn reconcile(
                                 ctx.clock.now(),
                             );
                             publish(
-                                &ctx,
-                                &obj,
+                                ctx,
+                                obj,
                                 true,
                                 decide::reasons::RETENTION_FORBIDDEN,
                                 format!("DigitalOcean refused to delete snapshot {id}: the token needs the image:delete scope"),
@@ -336,13 +391,13 @@ pub async fn reconcile(
             .await?
             .is_none()
         {
-            return Ok(Requeue::requeue(Duration::from_millis(200)));
+            return Ok(Some(Requeue::requeue(Duration::from_millis(200))));
         }
     }
-    Ok(match requeue {
+    Ok(Some(match requeue {
         Some(d) => Requeue::requeue(d.max(Duration::from_millis(100))),
         None => Requeue::await_change(),
-    })
+    }))
 }
 
 /// Failed reconciles are retried after 5 s.
