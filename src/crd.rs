@@ -496,7 +496,7 @@ pub struct DropletActionStatus {
     pub retry: Option<RetryState>,
 }
 
-fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+pub(crate) fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "description": "Ready (True when Succeeded), Reconciling (True while work is in progress) and Stalled (True when Failed or Expired), kstatus-compatible.",
@@ -673,7 +673,7 @@ pub fn definition()
     crd
 }
 
-fn reflow(
+pub(crate) fn reflow(
     schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
 ) {
     if let Some(d) = schema.description.as_mut() {

@@ -391,8 +391,14 @@ pub async fn run(
             "Some examples did not end as documented (see the controller log)."
         }
     );
+    let schedules_ok = crate::schedule::demo::run(
+        &sandbox.kube.client(),
+        &examples_dir.join("schedules"),
+        timeout,
+    )
+    .await?;
     sandbox.stop().await;
-    Ok(ok)
+    Ok(ok && schedules_ok)
 }
 
 #[cfg(test)]

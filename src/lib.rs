@@ -20,4 +20,5 @@ pub mod metrics;
 pub mod operator;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod schedule;
 pub mod telemetry;

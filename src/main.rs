@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the DropletAction CustomResourceDefinition as YAML (what crds/ holds).
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML (what crds/ holds): DropletAction, then DropletActionSchedule.
+    Crd(CrdArgs),
     /// Run the controller against the cluster from KUBECONFIG or the in-cluster config.
     Run(RunArgs),
     #[cfg(feature = "sandbox")]
@@ -127,6 +127,21 @@ struct DemoArgs {
 }
 
 #[derive(Args)]
+struct CrdArgs {
+    /// Print only this kind's CRD.
+    #[arg(long, value_enum)]
+    kind: Option<CrdKind>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CrdKind {
+    #[value(name = "DropletAction")]
+    DropletAction,
+    #[value(name = "DropletActionSchedule")]
+    DropletActionSchedule,
+}
+
+#[derive(Args)]
 struct RunArgs {
     /// DigitalOcean API base URL (plain http is refused except on loopback).
     #[arg(
@@ -192,6 +207,12 @@ struct RunArgs {
     /// Seconds the Lease stays valid without renewal (how long a standby waits after the leader died).
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15)]
     lease_duration_seconds: u64,
+    /// Tests only: run the schedule controller's clock this many times faster than real time.
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    schedule_clock_speed: f64,
+    /// Tests only: the instant (RFC 3339) where the sped-up schedule clock equals real time.
+    #[arg(long, hide = true)]
+    schedule_clock_origin: Option<jiff::Timestamp>,
 }
 
 fn parse_poll_scale(s: &str) -> Result<f64, String> {
@@ -261,7 +282,14 @@ async fn run(args: RunArgs) -> Result<(), CliError> {
         }),
         instance: args.instance,
     };
-    Ok(operator::run(client, cfg, operator::shutdown_signal()).await?)
+    let schedule = droplet_operator::schedule::ScheduleOptions {
+        clock: droplet_operator::schedule::ScheduleClock::sped_up(
+            args.schedule_clock_origin
+                .unwrap_or_else(jiff::Timestamp::now),
+            args.schedule_clock_speed,
+        ),
+    };
+    Ok(operator::run_with(client, cfg, schedule, operator::shutdown_signal()).await?)
 }
 
 #[cfg(feature = "sandbox")]
@@ -336,6 +364,10 @@ async fn demo(args: DemoArgs) -> Result<bool, CliError> {
         poll_scale: 0.1,
         do_timeout: Duration::from_secs(5),
         state_dir: args.state_dir,
+        // Schedules: the clock runs 60x faster, so a `* * * * *` schedule's first slot comes within a second.
+        schedule: droplet_operator::schedule::ScheduleOptions {
+            clock: droplet_operator::schedule::ScheduleClock::sped_up(jiff::Timestamp::now(), 60.0),
+        },
         ..SandboxOptions::default()
     };
     droplet_operator::demo::run(
@@ -354,8 +386,18 @@ async fn demo(args: DemoArgs) -> Result<bool, CliError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => {
-            print!("{}", droplet_operator::crd::crd_yaml());
+        Command::Crd(args) => {
+            match args.kind {
+                Some(CrdKind::DropletAction) => print!("{}", droplet_operator::crd::crd_yaml()),
+                Some(CrdKind::DropletActionSchedule) => {
+                    print!("{}", droplet_operator::schedule::crd::crd_yaml())
+                }
+                None => print!(
+                    "{}---\n{}",
+                    droplet_operator::crd::crd_yaml(),
+                    droplet_operator::schedule::crd::crd_yaml()
+                ),
+            }
             Ok(())
         }
         Command::Run(args) => runtime().and_then(|rt| rt.block_on(run(args))),

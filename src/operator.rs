@@ -160,6 +160,23 @@ pub async fn run(
     cfg: OperatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
+    run_with(
+        client,
+        cfg,
+        crate::schedule::ScheduleOptions::default(),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], with options for the DropletActionSchedule controller (which runs beside the DropletAction
+/// controller, under the same leader election and shutdown).
+pub async fn run_with(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    schedule: crate::schedule::ScheduleOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let hard_stop = {
         let shutdown = shutdown.clone();
@@ -169,7 +186,7 @@ pub async fn run(
         }
     };
     tokio::select! {
-        result = run_until(client, cfg, shutdown) => result,
+        result = run_until(client, cfg, schedule, shutdown) => result,
         _ = hard_stop => {
             tracing::warn!(
                 grace_seconds = SHUTDOWN_GRACE.as_secs(),
@@ -184,6 +201,7 @@ pub async fn run(
 async fn run_until(
     client: kube::Client,
     cfg: OperatorConfig,
+    schedule: crate::schedule::ScheduleOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
@@ -314,7 +332,18 @@ async fn run_until(
         default_token = cfg.default_token.as_ref().map(Token::fingerprint),
         "starting controller"
     );
-    controller::run(client, do_client, options, metrics, Some(ready_tx), stop).await;
+    let stop = futures::future::FutureExt::shared(Box::pin(stop));
+    let schedules = crate::schedule::run(
+        client.clone(),
+        do_client.clone(),
+        cfg.namespaces.clone(),
+        cfg.default_token.clone(),
+        cfg.instance.clone(),
+        schedule,
+        stop.clone(),
+    );
+    let actions = controller::run(client, do_client, options, metrics, Some(ready_tx), stop);
+    futures::future::join(actions, schedules).await;
     if lost.load(Ordering::SeqCst) {
         // Another instance holds the Lease now: exit so the orchestrator restarts this one as a standby.
         return Err(Error::LostLease);

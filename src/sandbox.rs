@@ -85,6 +85,8 @@ pub struct SandboxOptions {
     pub poll_scale: f64,
     /// DigitalOcean request timeout of the in-process controller.
     pub do_timeout: Duration,
+    /// The schedule controller's options (the demo speeds its clock up).
+    pub schedule: crate::schedule::ScheduleOptions,
 }
 
 impl Default for SandboxOptions {
@@ -103,6 +105,7 @@ impl Default for SandboxOptions {
             state_dir: PathBuf::from(".sandbox"),
             poll_scale: 1.0,
             do_timeout: Duration::from_secs(10),
+            schedule: Default::default(),
         }
     }
 }
@@ -156,7 +159,7 @@ impl Sandbox {
             }
         };
 
-        let crds = vec![crate::crd::definition()];
+        let crds = vec![crate::crd::definition(), crate::schedule::crd::definition()];
         let emu_config = EmuConfig {
             admission: Arc::new(CrdAdmission::new(&crds)),
             crds,
@@ -192,12 +195,13 @@ impl Sandbox {
                 leader_election: None,
             };
             let client = kube.client();
+            let schedule = opts.schedule.clone();
             let mut rx = stop_rx.clone();
             Some(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = rx.wait_for(|s| *s).await;
                 };
-                if let Err(e) = operator::run(client, cfg, shutdown).await {
+                if let Err(e) = operator::run_with(client, cfg, schedule, shutdown).await {
                     tracing::error!(error = %e, "controller stopped");
                 }
             }))

@@ -25,7 +25,21 @@ fn committed_crd_matches_generated() {
     let committed = std::fs::read_to_string(CRD_PATH).unwrap_or_default();
     assert!(
         committed == generated,
-        "crds/dropletactions.droplet-operator.dev.yaml is stale: regenerate it with\n    cargo run -- crd > crds/dropletactions.droplet-operator.dev.yaml"
+        "crds/dropletactions.droplet-operator.dev.yaml is stale: regenerate it with\n    cargo run -- crd --kind DropletAction > crds/dropletactions.droplet-operator.dev.yaml"
+    );
+}
+
+#[test]
+fn committed_schedule_crd_matches_generated() {
+    let generated = droplet_operator::schedule::crd::crd_yaml();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/dropletactionschedules.droplet-operator.dev.yaml"
+    );
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "crds/dropletactionschedules.droplet-operator.dev.yaml is stale: regenerate it with\n    cargo run -- crd --kind DropletActionSchedule > crds/dropletactionschedules.droplet-operator.dev.yaml"
     );
 }
 

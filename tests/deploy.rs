@@ -32,7 +32,8 @@ const SA: &str = "droplet-operator";
 const IMAGE: &str = "ghcr.io/droplet-operator/droplet-operator:0.1.0";
 
 /// What the operator calls on the Kubernetes API: (apiGroup, resource, verbs), verbs sorted.
-/// dropletactions: the controller's list+watch, get, delete for ttlSecondsAfterFinished; status: merge patches;
+/// dropletactions: the controller's list+watch, get, delete for ttlSecondsAfterFinished and history limits, create for
+/// schedule children; dropletactionschedules: list+watch; status (both): merge patches;
 /// events: kube-runtime's Recorder (POST, then merge-PATCH of the series); secrets: spec.tokenSecretRef, by name;
 /// leases: leader election.
 const EXPECTED_RULES: &[(&str, &str, &[&str])] = &[
@@ -45,9 +46,19 @@ const EXPECTED_RULES: &[(&str, &str, &[&str])] = &[
     (
         "droplet-operator.dev",
         "dropletactions",
-        &["delete", "get", "list", "watch"],
+        &["create", "delete", "get", "list", "watch"],
     ),
     ("droplet-operator.dev", "dropletactions/status", &["patch"]),
+    (
+        "droplet-operator.dev",
+        "dropletactionschedules",
+        &["get", "list", "watch"],
+    ),
+    (
+        "droplet-operator.dev",
+        "dropletactionschedules/status",
+        &["patch"],
+    ),
     ("events.k8s.io", "events", &["create", "patch"]),
 ];
 
@@ -550,8 +561,14 @@ fn base_rbac_grants_exactly_what_the_operator_calls() {
         .map(|(_, g, r, verb)| (g, r, verb))
         .collect();
     let expected: BTreeSet<(String, String, String)> = [
+        ("droplet-operator.dev", "dropletactions", "create"),
         ("droplet-operator.dev", "dropletactions", "delete"),
         ("droplet-operator.dev", "dropletactions/status", "patch"),
+        (
+            "droplet-operator.dev",
+            "dropletactionschedules/status",
+            "patch",
+        ),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
     ]

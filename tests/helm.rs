@@ -7,6 +7,7 @@
 //! it from its Go module), then PATH. Without it each test prints `SKIPPED: ...`, and fails when `CI=true`.
 //! The dry run against a real API server is `manifests::server_dry_run_inputs`.
 
+mod common;
 mod manifests;
 
 use std::collections::{BTreeMap, BTreeSet};

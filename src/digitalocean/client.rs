@@ -70,6 +70,7 @@ pub(super) mod route {
     pub const LIST_DROPLETS_BY_TAG: &str = "GET /v2/droplets?tag_name={tag}";
     pub const GET_DROPLET: &str = "GET /v2/droplets/{id}";
     pub const LIST_DROPLET_SNAPSHOTS: &str = "GET /v2/droplets/{id}/snapshots";
+    pub const DELETE_SNAPSHOT: &str = "DELETE /v2/snapshots/{id}";
 }
 
 /// The DigitalOcean API client. Clone freely: clones share the HTTP pool, the rate
@@ -398,6 +399,19 @@ impl DoClient {
         url: Url,
         scope_hint: &'static str,
     ) -> Result<(Bytes, HeaderMap), DoError> {
+        self.idempotent_bytes(token, route, Method::GET, url, scope_hint)
+            .await
+    }
+
+    /// An idempotent request (GET, DELETE) with retries on 429, 5xx and transport errors; returns the 2xx body.
+    pub(super) async fn idempotent_bytes(
+        &self,
+        token: &Token,
+        route: &'static str,
+        method: Method,
+        url: Url,
+        scope_hint: &'static str,
+    ) -> Result<(Bytes, HeaderMap), DoError> {
         let policy = self.inner.cfg.get_retry;
         let mut attempt = 0;
         loop {
@@ -405,7 +419,7 @@ impl DoClient {
             let last = attempt >= policy.max_attempts;
             let auth = self.reserve(token, route).await?;
             let err = match self
-                .send(token, auth, route, Method::GET, url.clone(), None)
+                .send(token, auth, route, method.clone(), url.clone(), None)
                 .await
             {
                 Ok(raw) if (200..300).contains(&raw.status) => match raw.body {

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use http::Method;
+
 use super::client::{DoClient, List, PostSlot, decode_error, decode_key, route};
 use super::error::{DoError, ErrorKind, PostError};
 use super::request::ActionRequest;
@@ -287,5 +289,28 @@ impl DoClient {
             max_pages,
         )
         .await
+    }
+}
+
+impl DoClient {
+    /// `DELETE /v2/snapshots/{id}` (204; scope `image:delete`). A snapshot that is already gone (404) is
+    /// `Ok(false)`: deleting is idempotent, so it is retried like a GET on 429, 5xx and network errors.
+    pub async fn delete_snapshot(&self, token: &Token, snapshot_id: i64) -> Result<bool, DoError> {
+        let id = snapshot_id.to_string();
+        let url = self.url(&["v2", "snapshots", &id], &[]);
+        match self
+            .idempotent_bytes(
+                token,
+                route::DELETE_SNAPSHOT,
+                Method::DELETE,
+                url,
+                "image:delete",
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

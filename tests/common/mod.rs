@@ -1,7 +1,7 @@
 //! Test world: the Kubernetes API emulator and the DigitalOcean simulator on loopback, and the real controller.
 #![allow(dead_code)]
 
-mod skip;
+pub mod skip;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use skip::{on_path, require_any_tool, require_file, require_tool, skip};
 pub mod crd_cases;
@@ -62,7 +62,14 @@ pub fn loopback() -> std::net::SocketAddr {
 }
 
 pub async fn servers(sim_config: SimConfig) -> (SimHandle, EmuHandle) {
-    servers_with_crds(sim_config, vec![droplet_operator::crd::definition()]).await
+    servers_with_crds(
+        sim_config,
+        vec![
+            droplet_operator::crd::definition(),
+            droplet_operator::schedule::crd::definition(),
+        ],
+    )
+    .await
 }
 
 /// The simulator and an emulator serving (and validating by) `crds`.
@@ -97,30 +104,21 @@ impl World {
     }
 
     pub async fn start_with_token(sim_config: SimConfig, default_token: Option<Token>) -> World {
+        Self::start_with(sim_config, default_token, Default::default()).await
+    }
+
+    /// Servers plus an in-process operator whose schedule controller uses `schedule` (for example a sped-up
+    /// clock).
+    pub async fn start_with(
+        sim_config: SimConfig,
+        default_token: Option<Token>,
+        schedule: droplet_operator::schedule::ScheduleOptions,
+    ) -> World {
         log_buffer();
         let (sim, emu) = servers(sim_config).await;
         let client = emu.client();
-        let cfg = OperatorConfig {
-            do_api_url: sim.url(),
-            default_token,
-            namespaces: vec![],
-            concurrency: 16,
-            metrics_addr: None,
-            do_timeout: Duration::from_secs(2),
-            poll_scale: POLL_SCALE,
-            instance: Some("test".into()),
-            leader_election: None,
-        };
-        let (stop, mut rx) = tokio::sync::watch::channel(false);
-        let c = client.clone();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = rx.wait_for(|s| *s).await;
-            };
-            operator::run(c, cfg, shutdown)
-                .await
-                .expect("operator runs");
-        });
+        let cfg = operator_config(&sim, default_token);
+        let (stop, task) = start_in_process(client.clone(), cfg, schedule);
         World {
             sim,
             emu,
@@ -129,7 +127,45 @@ impl World {
             task: Some(task),
         }
     }
+}
 
+/// The in-process operator's settings for tests.
+pub fn operator_config(sim: &SimHandle, default_token: Option<Token>) -> OperatorConfig {
+    OperatorConfig {
+        do_api_url: sim.url(),
+        default_token,
+        namespaces: vec![],
+        concurrency: 16,
+        metrics_addr: None,
+        do_timeout: Duration::from_secs(2),
+        poll_scale: POLL_SCALE,
+        instance: Some("test".into()),
+        leader_election: None,
+    }
+}
+
+/// Runs an operator in this process until the returned sender says stop.
+pub fn start_in_process(
+    client: kube::Client,
+    cfg: OperatorConfig,
+    schedule: droplet_operator::schedule::ScheduleOptions,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        operator::run_with(client, cfg, schedule, shutdown)
+            .await
+            .expect("operator runs");
+    });
+    (stop, task)
+}
+
+impl World {
     pub fn api(&self) -> Api<DropletAction> {
         Api::namespaced(self.client.clone(), "default")
     }
@@ -702,4 +738,29 @@ pub async fn resend_uncertain(
         }
     }
     annotated
+}
+
+/// SIGKILL (Child::kill on Unix): no graceful shutdown, no flushing.
+pub fn kill(mut child: std::process::Child) {
+    sigkill(&mut child);
+}
+
+/// [`spawn_operator`] with the fast-test defaults: a free metrics port, a 1 s DigitalOcean timeout and the test
+/// poll scale, then `extra`.
+pub fn spawn_operator_process(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let mut args = vec![
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--do-timeout-seconds",
+        "1",
+        "--poll-scale",
+        "0.05",
+    ];
+    args.extend_from_slice(extra);
+    spawn_operator(kubeconfig, do_url, &args, log)
 }

@@ -1,5 +1,5 @@
 //! Tests that need a tool or a data file: in CI (`CI=true`) a missing one fails the test; elsewhere the test prints
-//! a visible `SKIPPED: <test>: <why>` line and returns. Shared by `tests/common` and `tests/manifests`.
+//! a visible `SKIPPED: <test>: <why>` line and returns.
 #![allow(dead_code)]
 
 /// Whether `tool` is on PATH. A test that needs it calls this first and returns when it is false: in CI

@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 pub mod pss;
-#[path = "../common/skip.rs"]
-mod skip;
+// The skip rule of tests/common (every test binary that uses `manifests` also has `mod common;`).
+use crate::common::skip;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

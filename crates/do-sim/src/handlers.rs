@@ -483,3 +483,19 @@ pub async fn list_backups(
 ) -> ApiResult {
     list_images(sh, ctx, id, raw, false).await
 }
+
+/// `DELETE /v2/snapshots/{id}`: 204, or 404 when there is no such snapshot. Scope `image:delete`.
+pub async fn delete_snapshot(
+    AxState(sh): AxState<Arc<Shared>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(&["image:delete"])?;
+    let id = parse_id(&id)?;
+    let mut g = sh.lock();
+    if g.state.delete_snapshot(id) {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found())
+    }
+}

@@ -15,6 +15,7 @@
 //! | `GET /v2/actions[/{id}]` | 200, account-wide, newest first, paged | `actions:read` |
 //! | `GET /v2/droplets[?tag_name=\|name=]`, `GET /v2/droplets/{id}` | 200 | `droplet:read` (+ `tag:read` with `tag_name`) |
 //! | `GET /v2/droplets/{id}/snapshots`, `/backups` | 200, paged | `droplet:read` |
+//! | `DELETE /v2/snapshots/{id}` | 204 (404 when no such snapshot; backups are not deleted) | `image:delete` |
 //!
 //! - Every response carries `ratelimit-limit`, `ratelimit-remaining`,
 //!   `ratelimit-reset` (epoch seconds) and `x-request-id`; 429s add `retry-after`.
@@ -271,6 +272,17 @@ impl SimHandle {
 
     pub fn droplets(&self) -> Vec<SimDroplet> {
         self.shared.lock().state.all_droplets()
+    }
+
+    /// Every image (snapshots and backups).
+    pub fn images(&self) -> Vec<SimImage> {
+        self.shared
+            .lock()
+            .state
+            .all_images()
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     pub fn image(&self, id: i64) -> Option<SimImage> {

@@ -463,6 +463,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v2/droplets/{id}/snapshots", get(handlers::list_snapshots))
         .route("/v2/droplets/{id}/backups", get(handlers::list_backups))
+        .route(
+            "/v2/snapshots/{id}",
+            axum::routing::delete(handlers::delete_snapshot),
+        )
         .route("/v2/actions", get(handlers::list_actions))
         .route("/v2/actions/{id}", get(handlers::get_action))
         .fallback(handlers::not_found)

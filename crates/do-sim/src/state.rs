@@ -262,6 +262,19 @@ impl State {
         self.images.values().collect()
     }
 
+    /// `DELETE /v2/snapshots/{id}`: removes a snapshot image (not a backup) and its droplet's reference.
+    /// Returns whether it existed.
+    pub fn delete_snapshot(&mut self, id: i64) -> bool {
+        if self.images.get(&id).is_none_or(|i| i.type_ != "snapshot") {
+            return false;
+        }
+        let image = self.images.remove(&id);
+        if let Some(d) = image.and_then(|i| self.droplets.get_mut(&i.resource_id)) {
+            d.snapshot_ids.retain(|s| *s != id);
+        }
+        true
+    }
+
     pub fn image(&self, id: i64) -> Option<&SimImage> {
         self.images.get(&id)
     }

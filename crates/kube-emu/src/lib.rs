@@ -66,6 +66,7 @@
 //! - Protobuf request bodies for v1 Secrets, ConfigMaps and Namespaces (what `kubectl create
 //!   secret|configmap|namespace` sends); responses are always JSON.
 //! - A request log ([`EmuHandle::requests`]) with the parsed verb and resource, for RBAC checks.
+//! - Lagging watches ([`EmuHandle::set_watch_delay`]): live watch events arrive late, like a slow informer's.
 //!
 //! # Not emulated
 //! - Authentication, authorization/RBAC enforcement (calls are only logged), admission webhooks,
@@ -261,6 +262,17 @@ impl std::fmt::Debug for EmuHandle {
 }
 
 impl EmuHandle {
+    /// Delivers every live watch event of `plural` (for example `dropletactions`) `delay` after its change was
+    /// committed (0: at once), so watchers' caches of that resource lag behind the store, and behind those of
+    /// other resources, the way separate informers can. Reads (get, list) stay current.
+    pub fn set_watch_delay(&self, plural: &str, delay: Duration) {
+        self.emu
+            .watch_delay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(plural.to_string(), delay);
+    }
+
     /// `http://127.0.0.1:PORT/`.
     pub fn url(&self) -> url::Url {
         self.url.clone()

@@ -92,6 +92,8 @@ pub struct Emu {
     pub(crate) shutdown_tx: watch::Sender<bool>,
     pub(crate) shutdown_rx: watch::Receiver<bool>,
     pub(crate) addr: SocketAddr,
+    /// Delay before each live watch event (a lagging informer cache; see [`crate::EmuHandle::set_watch_delay`]).
+    pub(crate) watch_delay: Mutex<std::collections::HashMap<String, Duration>>,
 }
 
 impl Emu {
@@ -113,6 +115,7 @@ impl Emu {
             request_limit,
             shutdown_tx,
             shutdown_rx,
+            watch_delay: Mutex::new(std::collections::HashMap::new()),
             addr,
         }
     }

@@ -44,6 +44,8 @@ pub struct Change {
     pub object: Arc<Value>,
     /// The object before the change (None for Added).
     pub prev: Option<Arc<Value>>,
+    /// When it was committed (lagging watches deliver it a fixed delay after this).
+    pub at: std::time::Instant,
 }
 
 /// (namespace, name); namespace is "" for cluster-scoped objects.
@@ -141,6 +143,7 @@ impl StoreInner {
             kind,
             object: obj.clone(),
             prev,
+            at: std::time::Instant::now(),
         });
         obj
     }
@@ -162,6 +165,7 @@ impl StoreInner {
             kind: ChangeType::Deleted,
             object: obj.clone(),
             prev,
+            at: std::time::Instant::now(),
         });
         obj
     }

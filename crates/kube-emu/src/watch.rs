@@ -184,6 +184,7 @@ pub fn start(
     let timeout = q.timeout.map(Duration::from_secs);
     let bookmarks = q.bookmarks;
     let send_initial_end = q.send_initial_events && bookmarks;
+    let delay_of = emu.clone();
     tokio::spawn(async move {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let sleep_deadline = async move {
@@ -228,10 +229,21 @@ pub fn start(
                         if &*c.store_key != filter.res.store_key.as_str() {
                             continue;
                         }
-                        if let Some((k, v)) = filter.event(&c)
-                            && tx.send(line(k, filter.render(v))).await.is_err() {
+                        if let Some((k, v)) = filter.event(&c) {
+                            let delay = delay_of
+                                .watch_delay
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(&filter.res.plural)
+                                .copied()
+                                .unwrap_or_default();
+                            if !delay.is_zero() {
+                                tokio::time::sleep_until((c.at + delay).into()).await;
+                            }
+                            if tx.send(line(k, filter.render(v))).await.is_err() {
                                 return;
                             }
+                        }
                     }
                     Err(RecvError::Lagged(_)) => {
                         let e = ApiError::expired(format!("too old resource version: {last_rv}"));
