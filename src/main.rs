@@ -51,7 +51,7 @@ struct SandboxArgs {
     /// Generated droplets on top of the example droplets: IDs 200001.., tags gen and gen-<i mod 10>.
     #[arg(long, default_value_t = 0)]
     droplets: u32,
-    /// Every simulated action takes this many seconds (default: per-type durations, 3 s for power actions to 60 s for snapshots).
+    /// Every simulated action takes this many seconds (default: seeded per-type distributions, ~10 s power actions to minutes for resizes and snapshots; see do_sim::ActionDurations).
     #[arg(long)]
     action_seconds: Option<f64>,
     /// Fraction of simulated requests answered with 500 and no effect.

@@ -30,6 +30,8 @@ pub struct SandboxOptions {
     pub action_seconds: Option<f64>,
     /// Multiplies the simulator's documented per-type durations.
     pub duration_scale: f64,
+    /// Seed of the simulator's per-action duration draws (`do_sim::ActionDurations`).
+    pub duration_seed: u64,
     /// Simulator faults.
     pub faults: Faults,
     /// Simulator rate limit per minute (None: off).
@@ -55,6 +57,7 @@ impl Default for SandboxOptions {
             droplets: 0,
             action_seconds: None,
             duration_scale: 1.0,
+            duration_seed: 1,
             faults: Faults::default(),
             rate_limit_per_minute: Some(250),
             kube_port: 0,
@@ -95,7 +98,9 @@ impl Sandbox {
             None => {
                 let durations = match opts.action_seconds {
                     Some(s) => ActionDurations::uniform(Duration::from_secs_f64(s.max(0.0))),
-                    None => ActionDurations::default().scaled(opts.duration_scale),
+                    None => ActionDurations::default()
+                        .scaled(opts.duration_scale)
+                        .seeded(opts.duration_seed),
                 };
                 let config = SimConfig {
                     generated_droplets: opts.droplets,

@@ -104,6 +104,8 @@ pub struct Input<'a> {
     pub gate: Gate,
     /// >= 1.0: how much to stretch polling because the rate budget runs low.
     pub budget_factor: f64,
+    /// When to poll actions in flight (learned durations, sharing, budget): see [`super::polling`].
+    pub polling: &'a super::polling::Policy,
     /// Actions were already polled in this reconcile: do not poll again, schedule the next poll.
     pub tracked: bool,
     pub config: &'a DecideConfig,
@@ -712,7 +714,7 @@ pub fn decide(input: &Input) -> Next {
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let interval = poll_interval(
+        let interval = input.polling.interval(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
@@ -722,7 +724,7 @@ pub fn decide(input: &Input) -> Next {
             in_progress,
             snapshots,
             power_checks,
-            max_age: interval.mul_f64(0.9),
+            max_age: super::polling::max_age(interval, input.config.poll_scale),
         });
     }
 
@@ -733,7 +735,7 @@ pub fn decide(input: &Input) -> Next {
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let mut next = poll_interval(
+        let mut next = input.polling.interval(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
@@ -956,7 +958,7 @@ pub fn after_post(
                 ids.join(", "),
                 init.attempt
             );
-            let first_poll = poll_interval(
+            let first_poll = input.polling.interval(
                 init.type_,
                 Duration::ZERO,
                 input.config.poll_scale,

@@ -37,10 +37,14 @@ fn input<'a>(
         token: TokenState::Available,
         gate: Gate::Free,
         budget_factor: 1.0,
+        polling: &PRIOR_POLICY,
         tracked: false,
         config,
     }
 }
+
+static PRIOR_POLICY: std::sync::LazyLock<crate::controller::polling::Policy> =
+    std::sync::LazyLock::new(crate::controller::polling::Policy::prior_only);
 
 fn action(id: i64, droplet: i64, type_: &str, status: ActionStatus, started: Timestamp) -> Action {
     Action {

@@ -35,6 +35,7 @@
 pub mod conditions;
 pub mod decide;
 pub mod ordering;
+pub mod polling;
 pub mod reconcile;
 pub mod request;
 pub mod tokens;
@@ -181,7 +182,7 @@ pub async fn run(
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        tracker: tracker::Tracker::new(do_client.clone()),
+        tracker: tracker::Tracker::new(do_client.clone(), options.decide.poll_scale),
         do_client,
         default_token: options.default_token.clone(),
         stores: stores.clone(),

@@ -248,6 +248,10 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             .as_ref()
             .map(|t| budget_factor(&ctx.do_client.budget(t)))
             .unwrap_or(1.0);
+        let policy = token
+            .as_ref()
+            .map(|t| ctx.tracker.policy(t))
+            .unwrap_or_else(super::polling::Policy::prior_only);
         let input = Input {
             spec: &spec,
             status: &status,
@@ -256,6 +260,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             token: token_state.clone(),
             gate,
             budget_factor: budget,
+            polling: &policy,
             tracked,
             config: &ctx.config,
         };
@@ -349,6 +354,10 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 };
                 ctx.metrics
                     .initiation(init.type_.as_str(), result.as_ref().err());
+                if let Ok(actions) = &result {
+                    // The POST's answer is an observation: the wake-up our status write causes needs no poll.
+                    ctx.tracker.record(token, actions).await;
+                }
                 // 3. Record the outcome (action IDs right away).
                 let input = Input {
                     status: obj.status.as_ref().unwrap_or(&status),

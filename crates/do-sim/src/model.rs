@@ -139,6 +139,9 @@ pub struct SimAction {
     /// Decided at creation by the fault settings.
     pub will_error: bool,
     pub duration_ms: u64,
+    /// When the simulator completes it (exact, unlike the whole-second `completed_at`).
+    #[serde(skip)]
+    pub due: Option<std::time::Instant>,
 }
 
 /// A backup or snapshot image.
