@@ -714,11 +714,12 @@ pub fn decide(input: &Input) -> Next {
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let interval = input.polling.interval(
+        let interval = input.polling.interval_at(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
             input.budget_factor,
+            now,
         );
         return Next::Track(Tracking {
             in_progress,
@@ -735,11 +736,12 @@ pub fn decide(input: &Input) -> Next {
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let mut next = input.polling.interval(
+        let mut next = input.polling.interval_at(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
             input.budget_factor,
+            now,
         );
         if let Some(due) = retry_due.filter(|_| waiting_retry) {
             next = next.min(dur_since(due, now).max(Duration::from_millis(50)));
@@ -958,11 +960,12 @@ pub fn after_post(
                 ids.join(", "),
                 init.attempt
             );
-            let first_poll = input.polling.interval(
+            let first_poll = input.polling.interval_at(
                 init.type_,
                 Duration::ZERO,
                 input.config.poll_scale,
                 input.budget_factor,
+                now,
             );
             let event_reason = if reason == reasons::POWER_OFF_FALLBACK {
                 reasons::POWER_OFF_FALLBACK

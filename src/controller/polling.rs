@@ -256,10 +256,23 @@ pub fn next_poll(est: &Estimate, elapsed: f64, lad: Ladder, scale: f64, stretch:
     delay.max(min_gap).min(MAX_GAP * scale * stretch)
 }
 
+/// Polls of one token land on a shared wall-clock grid of this step (seconds at scale 1): actions due within
+/// the same step share one list call, and a token is listed at most once per step for its in-flight actions.
+const GRID: f64 = 1.0;
+
+/// `delay` (seconds) moved forward to the next grid point after `now_secs` (seconds since any fixed epoch).
+pub fn align(delay: f64, now_secs: f64, scale: f64) -> f64 {
+    let grid = GRID * scale.clamp(0.001, 1000.0);
+    let due = now_secs + delay.max(0.0);
+    let aligned = (due / grid).ceil() * grid;
+    (aligned - now_secs).max(0.0)
+}
+
 /// How old a cached observation may be when a poll is due `interval` from the previous one: up to a third of
-/// the gap (at most 1 s at scale 1), so actions due at nearly the same time share one list call.
+/// the gap and less than half a grid step, so polls due at the same grid point share one list call but a poll
+/// never takes the previous grid point's list for a new one.
 pub fn max_age(interval: Duration, scale: f64) -> Duration {
-    let cap = Duration::from_secs_f64((1.0 * scale).max(0.001));
+    let cap = Duration::from_secs_f64((0.45 * GRID * scale).max(0.001));
     interval.mul_f64(0.34).min(cap)
 }
 
@@ -295,8 +308,23 @@ impl Policy {
         estimate(type_, self.learned.get(&type_))
     }
 
-    /// When to poll an action of `type_` that has run `elapsed`: `scale` is `--poll-scale`, `budget_factor`
-    /// (>= 1) the rate budget's stretch.
+    /// When to poll an action of `type_` that has run `elapsed` at `now`: `scale` is `--poll-scale`,
+    /// `budget_factor` (>= 1) the rate budget's stretch. The poll lands on the token's shared grid ([`align`]).
+    pub fn interval_at(
+        &self,
+        type_: ActionType,
+        elapsed: Duration,
+        scale: f64,
+        budget_factor: f64,
+        now: jiff::Timestamp,
+    ) -> Duration {
+        let d = self.interval(type_, elapsed, scale, budget_factor);
+        let now_secs = (now.as_millisecond() % 86_400_000) as f64 / 1000.0;
+        let secs = align(d.as_secs_f64(), now_secs, scale);
+        Duration::from_secs_f64(secs.max(0.001))
+    }
+
+    /// [`Self::interval_at`] before the grid alignment.
     pub fn interval(
         &self,
         type_: ActionType,

@@ -18,6 +18,7 @@
 //! - `rate_budget`: N actions queued at once with the simulator enforcing its per-minute limit → most
 //!   requests in any 60 s window, 429s, Failed resources.
 
+pub mod lag;
 pub mod runner;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,13 @@ use droplet_operator::sandbox::{Sandbox, SandboxOptions};
 pub use runner::{ChildArgs, OperatorSettings, Runner, RunningOperator, Usage, child_main};
 
 /// The scenario names, in the order `all` runs them.
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 11] = [
+    "lone_reboot",
+    "lone_power_cycle_60s",
+    "lone_resize",
+    "lone_snapshot",
+    "concurrent_20",
+    "concurrent_200",
     "calls_per_action",
     "cpu_per_action",
     "rss_10k",
@@ -65,6 +72,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// Give up waiting when nothing finished and DigitalOcean saw no request for this long.
     pub stall: Duration,
+    /// Lag scenarios: rounds of `n` concurrent actions, one after another.
+    pub trials: usize,
+    /// Lag scenarios: actions of the same type completed before the operator starts (the account's history).
+    pub history: usize,
 }
 
 impl Settings {
@@ -77,8 +88,26 @@ impl Settings {
             pace: Duration::ZERO,
             timeout: Duration::from_secs(600),
             stall: Duration::from_secs(120),
+            trials: 1,
+            history: 0,
+        };
+        let lone = |time_scale: f64| Settings {
+            n: 1,
+            trials: 5,
+            history: 3,
+            time_scale,
+            sim_rate_limit: None,
+            ..base.clone()
         };
         match scenario {
+            "lone_reboot" => lone(1.0),
+            "lone_power_cycle_60s" | "lone_resize" | "lone_snapshot" => lone(0.1),
+            "concurrent_20" | "concurrent_200" => Settings {
+                n: if scenario == "concurrent_20" { 20 } else { 200 },
+                history: 20,
+                sim_rate_limit: None,
+                ..base
+            },
             // The simulator's minute limit is off where the figure is about work, not limits: a full minute
             // window currently blocks the operator's token for up to an hour (see BENCHMARKS.md), and the
             // operator's own client budget (250/min) still applies. rate_budget measures the limits.
@@ -121,7 +150,18 @@ impl Settings {
             pace: Duration::from_millis(20),
             timeout: Duration::from_secs(40),
             stall: Duration::from_secs(20),
+            trials: 1,
+            history: 0,
         };
+        if lag::spec(scenario).is_some() {
+            return Settings {
+                n: if scenario.starts_with("lone") { 1 } else { 5 },
+                trials: 2,
+                history: 2,
+                time_scale: 0.02,
+                ..base
+            };
+        }
         match scenario {
             "rss_10k" => Settings { n: 50, ..base },
             // A limit the workload (30 POSTs and a few polls) stays under: a 429 would stall the test for up
@@ -188,6 +228,9 @@ impl Report {
 
 /// Runs one scenario by name.
 pub async fn run_scenario(name: &str, runner: &Runner, s: &Settings) -> Result<Report, String> {
+    if let Some(spec) = lag::spec(name) {
+        return lag::run(spec, runner, s).await;
+    }
     match name {
         "calls_per_action" => calls_per_action(runner, s).await,
         "cpu_per_action" => cpu_per_action(runner, s).await,
@@ -211,12 +254,29 @@ struct Env {
     dir: std::path::PathBuf,
 }
 
+/// How long the simulator's actions take.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Timing {
+    /// Every action exactly this many seconds (`--action-seconds`).
+    Fixed(f64),
+    /// The simulator's seeded per-type model ([`do_sim::ActionDurations`]), times `scale`.
+    Model { scale: f64 },
+}
+
 static ENV_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Env {
     async fn start(
         droplets: usize,
         action_seconds: f64,
+        rate_limit: Option<u32>,
+    ) -> Result<Env, String> {
+        Env::start_timed(droplets, Timing::Fixed(action_seconds), rate_limit).await
+    }
+
+    async fn start_timed(
+        droplets: usize,
+        timing: Timing,
         rate_limit: Option<u32>,
     ) -> Result<Env, String> {
         let dir = std::env::temp_dir().join(format!(
@@ -227,7 +287,14 @@ impl Env {
         let opts = SandboxOptions {
             controller: false,
             droplets: u32::try_from(droplets).map_err(|_| "too many droplets".to_string())?,
-            action_seconds: Some(action_seconds),
+            action_seconds: match timing {
+                Timing::Fixed(s) => Some(s),
+                Timing::Model { .. } => None,
+            },
+            duration_scale: match timing {
+                Timing::Fixed(_) => 1.0,
+                Timing::Model { scale } => scale,
+            },
             rate_limit_per_minute: rate_limit,
             state_dir: dir.clone(),
             ..SandboxOptions::default()
@@ -373,6 +440,12 @@ async fn wait_finished(
 }
 
 fn check(sim: &SimHandle, items: &[DropletAction], n: usize) -> Check {
+    check_range(sim, items, 0..n)
+}
+
+/// [`check`] for the DropletActions on the droplets `range` (indexes from [`FIRST_DROPLET`]).
+fn check_range(sim: &SimHandle, items: &[DropletAction], range: std::ops::Range<usize>) -> Check {
+    let n = range.len();
     let mut c = Check {
         expected: n,
         ..Check::default()
@@ -386,7 +459,7 @@ fn check(sim: &SimHandle, items: &[DropletAction], n: usize) -> Check {
         }
     }
     c.unfinished += n.saturating_sub(items.len());
-    for i in 0..n {
+    for i in range {
         match sim.posts_for_droplet(droplet_of(i)).len() {
             0 => c.droplets_without_post += 1,
             1 => c.droplets_with_one_post += 1,
