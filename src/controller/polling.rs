@@ -107,10 +107,11 @@ pub fn estimate(type_: ActionType, learned: Option<&TypeStats>) -> Estimate {
     let Some(s) = learned.filter(|s| s.weight > 0.0) else {
         return p;
     };
-    // The prior's pull fades with the square of the evidence, so a type that behaves unlike its prior is
-    // learned within a few completions instead of dozens.
+    // Once there is data its mean is the estimate (a prior that pulled it would put every poll early); the
+    // prior only keeps the spread wide while the evidence is thin, fading with its square, so a type that
+    // behaves unlike its prior is learned within a few completions instead of dozens.
     let fade = PRIOR_WEIGHT / (PRIOR_WEIGHT + s.weight).powi(2);
-    let mean = s.mean + fade * (p.median.ln() - s.mean);
+    let mean = s.mean;
     let var = s.var + fade * p.sigma * p.sigma;
     Estimate {
         median: mean.exp(),
@@ -456,7 +457,7 @@ mod tests {
             ActionType::PowerCycle,
             l.snapshot().get(&ActionType::PowerCycle),
         );
-        assert!((e.median - 60.5).abs() < 2.0, "{e:?}");
+        assert!((e.median - 60.5).abs() < 1e-9, "{e:?}");
         // A prior of 10 s still widens it a little, less with every observation.
         assert!(e.sigma < 0.1, "{e:?}");
         // In-progress and unknown types are ignored.
@@ -540,18 +541,20 @@ mod tests {
 
     #[test]
     fn max_age_lets_nearby_polls_share_a_list() {
-        assert_eq!(
-            max_age(Duration::from_secs(1), 1.0),
-            Duration::from_millis(340)
-        );
-        assert_eq!(
-            max_age(Duration::from_secs(30), 1.0),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            max_age(Duration::from_secs(30), 0.1),
-            Duration::from_millis(100)
-        );
+        let ms = Duration::from_millis;
+        assert_eq!(max_age(Duration::from_secs(1), 1.0), ms(340));
+        assert_eq!(max_age(Duration::from_secs(30), 1.0), ms(450));
+        assert_eq!(max_age(Duration::from_secs(30), 0.1), ms(45));
+    }
+
+    #[test]
+    fn polls_due_in_the_same_grid_step_land_together() {
+        // Two actions due 7.2 s and 7.6 s after 100.3 poll together at 108.0.
+        assert!((align(7.2, 100.3, 1.0) - 7.7).abs() < 1e-9);
+        assert!((align(7.6, 100.3, 1.0) - 7.7).abs() < 1e-9);
+        // Exactly on a grid point stays there; scaled grids are scaled.
+        assert!(align(0.0, 100.0, 1.0).abs() < 1e-9);
+        assert!((align(0.72, 10.03, 0.1) - 0.77).abs() < 1e-9);
     }
 
     #[test]

@@ -191,7 +191,14 @@ impl Tracker {
         st: &mut TokenState,
         stale: &[(i64, i64)],
     ) -> Result<(), DoError> {
-        let oldest_wanted = stale.iter().map(|(_, id)| *id).min().unwrap_or(i64::MAX);
+        // Down to the oldest action any resource of this token is still waiting for, not only the caller's:
+        // the other resources then find theirs in the cache instead of fetching them one by one.
+        let oldest_wanted = stale
+            .iter()
+            .map(|(_, id)| *id)
+            .chain(st.in_flight.keys().copied())
+            .min()
+            .unwrap_or(i64::MAX);
         for page in 1..=MAX_LIST_PAGES {
             let listed = self.client.list_actions(token, page, PER_PAGE).await?;
             let at = Instant::now();

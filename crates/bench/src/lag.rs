@@ -50,8 +50,6 @@ pub struct LagSpec {
 pub enum Target {
     /// Calls ≤ doctl's and lag p50 ≤ doctl's.
     DominateDoctl,
-    /// Dominate doctl, and at most `calls` per action with lag p50 at most `lag_p50` s.
-    Absolute { calls: f64, lag_p50: f64 },
     /// At most `calls` per action (lag p50 at most `lag_p50` s when given).
     Calls { calls: f64, lag_p50: Option<f64> },
 }
@@ -68,9 +66,9 @@ pub const LAG_SCENARIOS: [LagSpec; 6] = [
         name: "lone_power_cycle_60s",
         type_: "power_cycle",
         fixed_seconds: Some(60.0),
-        target: Target::Absolute {
+        target: Target::Calls {
             calls: 4.0,
-            lag_p50: 2.0,
+            lag_p50: Some(2.0),
         },
     },
     LagSpec {
