@@ -242,10 +242,10 @@ async fn sandbox(args: SandboxArgs) -> Result<(), String> {
 async fn demo(args: DemoArgs) -> Result<bool, String> {
     telemetry::init(LogFormat::Text);
     let opts = SandboxOptions {
-        // Simulated actions take 5% of their documented time and the controller polls 10x faster, so the
-        // whole set finishes in seconds while keeping the relative timing of the real thing.
+        // Simulated actions take 5% of their modelled time and the controller's clock runs 20x faster too, so
+        // the whole set finishes in seconds while keeping the relative timing of the real thing.
         duration_scale: 0.05,
-        poll_scale: 0.1,
+        poll_scale: 0.05,
         do_timeout: Duration::from_secs(5),
         state_dir: args.state_dir,
         ..SandboxOptions::default()

@@ -198,42 +198,42 @@ impl Estimate {
     }
 }
 
-/// How densely to poll: the first poll at quantile `first`, then each poll after another `step` of
-/// probability mass.
+/// How densely to poll: the first poll at quantile `first` (or earlier: at most `gap` after the 5 % quantile),
+/// then each poll after another `step` of probability mass, but at most `gap` seconds (at scale 1) later.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ladder {
     pub first: f64,
     pub step: f64,
+    /// Promptness: the longest wait between polls while the action is likely to complete.
+    pub gap: f64,
 }
 
+/// A lone action: the median, then 30 % more of the mass per poll, at most 3.5 s apart (a short action takes
+/// about two reads; a long one a read per 3.5 s of its likely window only, not from its start).
+const LONE: Ladder = Ladder {
+    first: 0.5,
+    step: 0.3,
+    gap: 3.5,
+};
+
 /// The ladder for `sharing` actions observed by one poll, with `budget_left` (0..=1) of the token's rate
-/// budget unused. A lone action polls at the median, then after 30 % more of the mass: on average about two
-/// reads. Shared polls are cheaper per action, so they are denser and start earlier; an idle budget (more than
-/// three quarters left) buys a denser ladder still.
+/// budget unused. Shared polls are cheaper per action, so with the budget idle (more than three quarters
+/// left) they are denser and start earlier; with less left every token goes back to the lone ladder (and the
+/// reconciler's budget factor stretches it further).
 pub fn ladder(sharing: usize, budget_left: f64) -> Ladder {
-    let base = if sharing >= 8 {
+    if budget_left < 0.75 || sharing < 2 {
+        LONE
+    } else if sharing >= 8 {
         Ladder {
             first: 0.35,
             step: 0.15,
+            gap: 1.0,
         }
-    } else if sharing >= 2 {
+    } else {
         Ladder {
             first: 0.45,
             step: 0.22,
-        }
-    } else {
-        Ladder {
-            first: 0.5,
-            step: 0.3,
-        }
-    };
-    if budget_left >= 0.75 || sharing < 2 {
-        base
-    } else {
-        // Less than three quarters left: back to the lone-action ladder, fewer polls.
-        Ladder {
-            first: 0.5,
-            step: 0.3,
+            gap: 2.0,
         }
     }
 }
@@ -243,14 +243,18 @@ pub fn ladder(sharing: usize, budget_left: f64) -> Ladder {
 pub fn next_poll(est: &Estimate, elapsed: f64, lad: Ladder, scale: f64, stretch: f64) -> f64 {
     let stretch = stretch.max(1.0);
     let min_gap = MIN_GAP * scale * stretch;
+    let gap = lad.gap * scale;
     let elapsed = elapsed.max(0.0);
+    let first = est
+        .quantile(lad.first)
+        .min(est.quantile(0.05) + gap)
+        .max(FIRST_POLL_MIN * scale);
     let done = est.cdf(elapsed);
-    let delay = if done < lad.first {
-        let at = est.quantile(lad.first).max(FIRST_POLL_MIN * scale);
-        (at - elapsed).max(0.0) * stretch
+    let delay = if elapsed < first {
+        (first - elapsed) * stretch
     } else if done < TAIL_QUANTILE {
         let p = (done + lad.step).min(TAIL_QUANTILE);
-        (est.quantile(p) - elapsed).max(0.0) * stretch
+        (est.quantile(p) - elapsed).max(0.0).min(gap) * stretch
     } else {
         elapsed * TAIL_FRACTION * stretch
     };
@@ -492,10 +496,18 @@ mod tests {
         };
         let lone = ladder(1, 1.0);
         let first = next_poll(&est, 0.0, lone, 1.0, 1.0);
-        assert!((first - 60.0).abs() < 0.01, "{first}");
+        // The median, or earlier when the 5 % quantile lies more than one promptness gap before it.
+        assert!((first - (est.quantile(0.05) + 3.5)).abs() < 0.01, "{first}");
+        assert!(first < 60.0, "{first}");
         // Not done at the median: the next poll after 30 % more of the mass, a few seconds later.
         let second = next_poll(&est, 60.0, lone, 1.0, 1.0);
         assert!(second > 1.0 && second < 4.0, "{second}");
+        // A long, spread-out action: within its likely window never more than the gap apart.
+        let long = Estimate {
+            median: 180.0,
+            sigma: 0.25,
+        };
+        assert!((next_poll(&long, 150.0, lone, 1.0, 1.0) - 3.5).abs() < 1e-9);
         // Far past the learned range: geometric backoff.
         let late = next_poll(&est, 200.0, lone, 1.0, 1.0);
         assert!((late - 50.0).abs() < 1e-9, "{late}");

@@ -110,7 +110,10 @@ pub fn spec(name: &str) -> Option<&'static LagSpec> {
 
 fn timing(spec: &LagSpec, s: &Settings) -> Timing {
     match spec.fixed_seconds {
-        Some(secs) => Timing::Fixed(secs * s.time_scale),
+        Some(seconds) => Timing::FixedScaled {
+            seconds,
+            scale: s.time_scale,
+        },
         None => Timing::Model {
             scale: s.time_scale,
         },
@@ -449,13 +452,6 @@ pub async fn run(spec: &LagSpec, runner: &Runner, s: &Settings) -> Result<Report
         Target::DominateDoctl => (
             "calls <= doctl's and lag p50 <= doctl's".to_string(),
             dominates,
-        ),
-        Target::Absolute {
-            calls: cap,
-            lag_p50,
-        } => (
-            format!("dominates doctl; <= {cap} calls, lag p50 <= {lag_p50} s"),
-            dominates && calls <= cap && p50 <= lag_p50,
         ),
         Target::Calls {
             calls: cap,

@@ -261,6 +261,8 @@ enum Timing {
     Fixed(f64),
     /// The simulator's seeded per-type model ([`do_sim::ActionDurations`]), times `scale`.
     Model { scale: f64 },
+    /// Every action `seconds` in a world whose clock (durations and timestamp resolution) runs at `scale`.
+    FixedScaled { seconds: f64, scale: f64 },
 }
 
 static ENV_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -288,12 +290,12 @@ impl Env {
             controller: false,
             droplets: u32::try_from(droplets).map_err(|_| "too many droplets".to_string())?,
             action_seconds: match timing {
-                Timing::Fixed(s) => Some(s),
+                Timing::Fixed(s) | Timing::FixedScaled { seconds: s, .. } => Some(s),
                 Timing::Model { .. } => None,
             },
             duration_scale: match timing {
                 Timing::Fixed(_) => 1.0,
-                Timing::Model { scale } => scale,
+                Timing::Model { scale } | Timing::FixedScaled { scale, .. } => scale,
             },
             rate_limit_per_minute: rate_limit,
             state_dir: dir.clone(),
@@ -583,8 +585,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// N concurrent single-droplet power_cycle actions lasting 60 s × time_scale, operator polling × time_scale.
 pub async fn calls_per_action(runner: &Runner, s: &Settings) -> Result<Report, String> {
-    let action_seconds = 60.0 * s.time_scale;
-    let env = Env::start(s.n, action_seconds, s.sim_rate_limit).await?;
+    // The simulator's whole clock is scaled (durations and timestamp resolution), like the operator's polls.
+    let timing = Timing::FixedScaled {
+        seconds: 60.0,
+        scale: s.time_scale,
+    };
+    let env = Env::start_timed(s.n, timing, s.sim_rate_limit).await?;
     let result = async {
         let op = env.start_operator(runner, s.time_scale).await?;
         let t0 = Instant::now();
