@@ -312,6 +312,9 @@ async fn operator_run(
     result
 }
 
+/// One reference-polled action: calls made, action ID, when it was seen finished (None: gave up).
+type Polled = (usize, i64, Option<Instant>);
+
 /// A reference poller: POST, then `GET /v2/actions/{id}` every `every` (scaled) until done or `give_up` polls.
 async fn reference_run(
     spec: &LagSpec,
@@ -376,8 +379,7 @@ async fn reference_run(
                 }
             }
         });
-        let results: Vec<Result<(usize, i64, Option<Instant>), String>> =
-            futures::future::join_all(tasks).await;
+        let results: Vec<Result<Polled, String>> = futures::future::join_all(tasks).await;
         let mut out = Outcome {
             calls: 0,
             actions: 0,
