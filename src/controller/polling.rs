@@ -208,12 +208,12 @@ pub struct Ladder {
     pub gap: f64,
 }
 
-/// A lone action: the median, then 30 % more of the mass per poll, at most 3.5 s apart (a short action takes
-/// about two reads; a long one a read per 3.5 s of its likely window only, not from its start).
+/// A lone action: the median, then 30 % more of the mass per poll, at most 2.5 s apart (a short action takes
+/// about two reads; a long one a read per 2.5 s of its likely window only, not from its start).
 const LONE: Ladder = Ladder {
     first: 0.5,
     step: 0.3,
-    gap: 3.5,
+    gap: 2.5,
 };
 
 /// The ladder for `sharing` actions observed by one poll, with `budget_left` (0..=1) of the token's rate
@@ -497,7 +497,7 @@ mod tests {
         let lone = ladder(1, 1.0);
         let first = next_poll(&est, 0.0, lone, 1.0, 1.0);
         // The median, or earlier when the 5 % quantile lies more than one promptness gap before it.
-        assert!((first - (est.quantile(0.05) + 3.5)).abs() < 0.01, "{first}");
+        assert!((first - (est.quantile(0.05) + 2.5)).abs() < 0.01, "{first}");
         assert!(first < 60.0, "{first}");
         // Not done at the median: the next poll after 30 % more of the mass, a few seconds later.
         let second = next_poll(&est, 60.0, lone, 1.0, 1.0);
@@ -507,7 +507,7 @@ mod tests {
             median: 180.0,
             sigma: 0.25,
         };
-        assert!((next_poll(&long, 150.0, lone, 1.0, 1.0) - 3.5).abs() < 1e-9);
+        assert!((next_poll(&long, 150.0, lone, 1.0, 1.0) - 2.5).abs() < 1e-9);
         // Far past the learned range: geometric backoff.
         let late = next_poll(&est, 200.0, lone, 1.0, 1.0);
         assert!((late - 50.0).abs() < 1e-9, "{late}");

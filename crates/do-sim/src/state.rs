@@ -364,7 +364,9 @@ impl State {
                         id,
                         name,
                         type_: "snapshot".into(),
-                        created_at: action.started_at,
+                        // Whole seconds, as DigitalOcean's (and as a Kubernetes status keeps the action's
+                        // started_at), also in a time-scaled world.
+                        created_at: truncate(action.started_at, Duration::from_secs(1)),
                         min_disk_size: d.disk,
                         size_gigabytes: (d.disk as f64 * 0.1 * 100.0).round() / 100.0,
                         resource_id: d.id,
