@@ -656,10 +656,10 @@ pub async fn cpu_per_action(runner: &Runner, s: &Settings) -> Result<Report, Str
         let per_action_ms = usage.cpu_s() / c.succeeded.max(1) as f64 * 1000.0;
         let mut f = Map::new();
         f.insert("cpu_per_action_ms".into(), json!(round(per_action_ms, 4)));
-        f.insert("target".into(), json!("<= 2 ms"));
+        f.insert("target".into(), json!("<= 1 ms"));
         f.insert(
             "target_met".into(),
-            json!(per_action_ms <= 2.0 && c.succeeded == s.n),
+            json!(per_action_ms <= 1.0 && c.succeeded == s.n),
         );
         f.insert("cpu_total_s".into(), json!(round(usage.cpu_s(), 3)));
         f.insert("cpu_user_s".into(), json!(round(usage.user_s, 3)));
@@ -813,8 +813,8 @@ pub async fn rss(runner: &Runner, s: &Settings) -> Result<Report, String> {
         let mib = full.max_rss_mib();
         let mut f = Map::new();
         f.insert("rss_mib".into(), json!(round(mib, 2)));
-        f.insert("target".into(), json!("<= 48 MiB"));
-        f.insert("target_met".into(), json!(mib <= 48.0));
+        f.insert("target".into(), json!("<= 32 MiB"));
+        f.insert("target_met".into(), json!(mib <= 32.0));
         f.insert("objects".into(), json!(s.n));
         f.insert("rss_idle_mib".into(), json!(round(idle.max_rss_mib(), 2)));
         f.insert(
@@ -898,6 +898,11 @@ pub async fn latency(runner: &Runner, s: &Settings) -> Result<Report, String> {
             json!(round(lat.iter().sum::<f64>() / lat.len().max(1) as f64, 2)),
         );
         f.insert("samples".into(), json!(lat.len()));
+        f.insert("target".into(), json!("p99 <= 25 ms"));
+        f.insert(
+            "target_met".into(),
+            json!(percentile(&lat, 99.0) <= 25.0 && c.succeeded == s.n),
+        );
         let mut times: Vec<Instant> = reqs.iter().filter_map(|r| r.at).collect();
         f.insert(
             "max_requests_per_60s".into(),
@@ -951,12 +956,17 @@ pub async fn rate_budget(runner: &Runner, s: &Settings) -> Result<Report, String
         f.insert("max_requests_per_60s".into(), json!(max_all));
         f.insert("status_429".into(), json!(counts.status_429));
         f.insert("failed".into(), json!(c.failed));
-        f.insert("target".into(), json!("<= 240 per 60 s, 0 failures"));
+        let per_action = counts.total as f64 / c.succeeded.max(1) as f64;
+        f.insert(
+            "target".into(),
+            json!("<= 240 per 60 s, 0 failures, <= 1.2 calls per action"),
+        );
         f.insert(
             "target_met".into(),
-            json!(max_all <= 240 && c.failed == 0 && c.succeeded == s.n),
+            json!(max_all <= 240 && c.failed == 0 && c.succeeded == s.n && per_action <= 1.2),
         );
         f.insert("max_accepted_per_60s".into(), json!(max_accepted));
+        f.insert("calls_per_action".into(), json!(round(per_action, 4)));
         f.insert(
             "actions_per_minute".into(),
             json!(round(c.succeeded as f64 / elapsed.as_secs_f64() * 60.0, 1)),
