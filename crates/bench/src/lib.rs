@@ -8,8 +8,11 @@
 //! Succeeded, exactly one POST per droplet per DropletAction, no 429 hidden behind a Failed, ...).
 //!
 //! Scenarios ([`SCENARIOS`]):
-//! - `calls_per_action`: N concurrent power_cycle actions lasting 60 s (×`time_scale`, with the operator's
-//!   `--poll-scale` set to the same factor) → DigitalOcean requests per completed action.
+//! - `lone_reboot`, `lone_power_cycle_60s`, `lone_resize`, `lone_snapshot`, `concurrent_20`, `concurrent_200`
+//!   ([`lag`]): calls per action and completion-detection lag, next to two reference pollers (the doctl and
+//!   python-digitalocean patterns) on identical simulated durations.
+//! - `calls_per_action`: N concurrent power_cycle actions lasting 60 s (the simulator's clock ×`time_scale`,
+//!   the operator's `--poll-scale` the same factor) → DigitalOcean requests per completed action.
 //! - `cpu_per_action`: N actions that complete instantly → operator CPU seconds per action (rusage).
 //! - `rss_10k`: N finished DropletActions present → operator peak RSS once its cache synced, and the same
 //!   operator idle with no objects.
