@@ -289,3 +289,51 @@ impl SimConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_seeded_per_droplet_and_within_the_documented_range() {
+        let m = ActionDurations::default();
+        // The same (seed, droplet, nth, type) always gives the same duration; another droplet or seed another.
+        assert_eq!(
+            m.draw("reboot", 200_001, 0, 25),
+            m.draw("reboot", 200_001, 0, 25)
+        );
+        let other_seed = m.clone().seeded(2);
+        let a: Vec<Duration> = (0..50).map(|d| m.draw("reboot", d, 0, 25)).collect();
+        let b: Vec<Duration> = (0..50)
+            .map(|d| other_seed.draw("reboot", d, 0, 25))
+            .collect();
+        assert_ne!(a, b);
+        assert!(a.windows(2).any(|w| w[0] != w[1]), "durations vary");
+        for d in &a {
+            assert!(
+                *d >= Duration::from_secs(5) && *d <= Duration::from_secs(30),
+                "{d:?}"
+            );
+        }
+        // About half below the median.
+        let below = a.iter().filter(|d| **d < Duration::from_secs(8)).count();
+        assert!((15..=35).contains(&below), "{below} of 50 below the median");
+    }
+
+    #[test]
+    fn snapshots_grow_with_disk_and_scaling_scales_the_clock() {
+        let m = ActionDurations::default();
+        let small = m.draw("snapshot", 7, 0, 10);
+        let big = m.draw("snapshot", 7, 0, 160);
+        assert!(big > small * 3, "{small:?} {big:?}");
+        let fast = m.clone().scaled(0.1);
+        let d = m.draw("resize", 7, 0, 25).as_secs_f64();
+        let f = fast.draw("resize", 7, 0, 25).as_secs_f64();
+        assert!((d * 0.1 - f).abs() < 1e-6, "{d} {f}");
+        assert_eq!(m.timestamp_resolution(), Duration::from_secs(1));
+        assert_eq!(fast.timestamp_resolution(), Duration::from_millis(100));
+        // --action-seconds: exactly that, for every type.
+        let fixed = ActionDurations::uniform(Duration::from_secs(60));
+        assert_eq!(fixed.draw("snapshot", 1, 3, 160), Duration::from_secs(60));
+    }
+}
