@@ -52,7 +52,7 @@ struct SandboxArgs {
     /// Generated droplets on top of the example droplets: IDs 200001.., tags gen and gen-<i mod 10>.
     #[arg(long, default_value_t = 0)]
     droplets: u32,
-    /// Every simulated action takes this many seconds (default: per-type durations, 3 s for power actions to 60 s for snapshots).
+    /// Every simulated action takes this many seconds (default: seeded per-type distributions, ~10 s power actions to minutes for resizes and snapshots; see do_sim::ActionDurations).
     #[arg(long)]
     action_seconds: Option<f64>,
     /// Fraction of simulated requests answered with 500 and no effect.
@@ -358,10 +358,10 @@ async fn demo(args: DemoArgs) -> Result<bool, CliError> {
         Some(path)
     };
     let opts = SandboxOptions {
-        // Simulated actions take 5% of their documented time and the controller polls 10x faster, so the
-        // whole set finishes in seconds while keeping the relative timing of the real thing.
+        // Simulated actions take 5% of their modelled time and the controller's clock runs 20x faster too, so
+        // the whole set finishes in seconds while keeping the relative timing of the real thing.
         duration_scale: 0.05,
-        poll_scale: 0.1,
+        poll_scale: 0.05,
         do_timeout: Duration::from_secs(5),
         state_dir: args.state_dir,
         // Schedules: the clock runs 60x faster, so a `* * * * *` schedule's first slot comes within a second.

@@ -67,10 +67,13 @@ pub struct SandboxOptions {
     pub controller: bool,
     /// Generated droplets on top of the documented example droplets.
     pub droplets: u32,
-    /// Every simulated action takes this long (None: the documented per-type durations times `duration_scale`).
+    /// Every simulated action takes this long times `duration_scale` (None: the simulator's seeded per-type
+    /// model times `duration_scale`).
     pub action_seconds: Option<f64>,
-    /// Multiplies the simulator's documented per-type durations.
+    /// Multiplies the simulator's durations and the resolution of its timestamps (a time-scaled world).
     pub duration_scale: f64,
+    /// Seed of the simulator's per-action duration draws (`do_sim::ActionDurations`).
+    pub duration_seed: u64,
     /// Simulator faults.
     pub faults: Faults,
     /// Simulator rate limit per minute (None: off).
@@ -98,6 +101,7 @@ impl Default for SandboxOptions {
             droplets: 0,
             action_seconds: None,
             duration_scale: 1.0,
+            duration_seed: 1,
             faults: Faults::default(),
             rate_limit_per_minute: Some(250),
             kube_port: 0,
@@ -138,8 +142,11 @@ impl Sandbox {
             Some(url) => (None, url.clone(), opts.do_token.clone()),
             None => {
                 let durations = match opts.action_seconds {
-                    Some(s) => ActionDurations::uniform(Duration::from_secs_f64(s.max(0.0))),
-                    None => ActionDurations::default().scaled(opts.duration_scale),
+                    Some(s) => ActionDurations::uniform(Duration::from_secs_f64(s.max(0.0)))
+                        .scaled(opts.duration_scale),
+                    None => ActionDurations::default()
+                        .scaled(opts.duration_scale)
+                        .seeded(opts.duration_seed),
                 };
                 let config = SimConfig {
                     generated_droplets: opts.droplets,

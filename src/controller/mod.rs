@@ -87,6 +87,7 @@ pub mod decide;
 pub mod intake;
 pub mod ordering;
 pub mod policy;
+pub mod polling;
 pub mod reconcile;
 pub mod request;
 pub mod tokens;
@@ -261,7 +262,7 @@ pub async fn run(
     drop(reports_tx);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        tracker: tracker::Tracker::new(do_client.clone()),
+        tracker: tracker::Tracker::new(do_client.clone(), options.decide.poll_scale),
         do_client,
         default_token: options.default_token.clone(),
         stores: stores.clone(),

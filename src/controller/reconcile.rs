@@ -222,9 +222,12 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         } else {
             Gate::Free
         };
-        let budget = match &token {
-            TokenState::Available(t) => budget_factor(&ctx.do_client.budget(t)),
-            TokenState::Missing(_) => 1.0,
+        let (budget, policy) = match &token {
+            TokenState::Available(t) => (
+                budget_factor(&ctx.do_client.budget(t)),
+                ctx.tracker.policy(t),
+            ),
+            TokenState::Missing(_) => (1.0, super::polling::Policy::prior_only()),
         };
         let input = Input {
             spec: &spec,
@@ -234,6 +237,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             token: token.clone(),
             gate,
             budget_factor: budget,
+            polling: &policy,
             tracked,
             resolution: resolution.clone(),
             config: &ctx.config,
@@ -512,6 +516,10 @@ async fn initiate(
     };
     ctx.metrics
         .initiation(init.type_.as_str(), result.as_ref().err());
+    if let Ok(actions) = &result {
+        // The POST's answer is an observation: the wake-up our status write causes needs no poll.
+        ctx.tracker.record(&token, actions).await;
+    }
     // 6. The outcome, action IDs first. A conflicting write is re-applied to the newer object: returned IDs are
     //    never dropped.
     let status = obj.status.clone().unwrap_or_default();

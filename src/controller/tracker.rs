@@ -6,12 +6,18 @@
 //! contain are fetched one by one (`GET /v2/droplets/{id}/actions/{action_id}`). Callers for the same token are
 //! serialised on an async mutex, so concurrent reconciles share one list call instead of each making their own.
 //! A token without the `actions:read` scope (403 on the list) falls back to per-action GETs.
+//!
+//! Every completed action the tracker reads (a wanted one, or any other action on a list page: after a restart
+//! the first list re-learns from the account's recent history) teaches the [`polling`](super::polling) policy
+//! how long its type takes; [`Tracker::policy`] hands that, with how many actions share the token's polls and
+//! how much of its rate budget is left, to the decisions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::digitalocean::{Action, DoClient, DoError, ErrorKind, Token};
+use super::polling::{self, Learner, Policy};
+use crate::digitalocean::{Action, ActionStatus, DoClient, DoError, ErrorKind, Token};
 
 /// How long an observation is kept after it was last needed.
 const CACHE_TTL: Duration = Duration::from_secs(600);
@@ -28,6 +34,8 @@ struct TokenState {
     /// The newest action ID the last list returned: anything newer started after that list.
     newest_listed: Option<i64>,
     list_forbidden: bool,
+    /// Wanted actions not yet seen finished, with when they were last asked for: the actions one list serves.
+    in_flight: HashMap<i64, Instant>,
 }
 
 /// Shared action-status cache, one per operator.
@@ -35,14 +43,67 @@ struct TokenState {
 pub struct Tracker {
     client: DoClient,
     tokens: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<TokenState>>>>>,
+    /// Action durations learned from every completed action read (DigitalOcean's, not per token).
+    learner: Arc<Mutex<Learner>>,
+    /// In-flight counts per token fingerprint, readable without waiting for a token's observation.
+    sharing: Arc<Mutex<HashMap<String, usize>>>,
+    /// `--poll-scale`: the simulator's clock runs this much faster.
+    scale: f64,
 }
 
 impl Tracker {
-    /// A tracker that calls DigitalOcean through `client`.
-    pub fn new(client: DoClient) -> Tracker {
+    /// A tracker that calls DigitalOcean through `client`; `scale` is `--poll-scale` (1.0 against DigitalOcean).
+    pub fn new(client: DoClient, scale: f64) -> Tracker {
         Tracker {
             client,
             tokens: Arc::default(),
+            learner: Arc::default(),
+            sharing: Arc::default(),
+            scale,
+        }
+    }
+
+    /// The polling policy for actions of `token` now.
+    pub fn policy(&self, token: &Token) -> Policy {
+        let b = self.client.budget(token);
+        let sharing = self
+            .sharing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&token.fingerprint())
+            .copied()
+            .unwrap_or(0);
+        Policy {
+            learned: self
+                .learner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .snapshot(),
+            sharing: sharing.max(1),
+            budget_left: polling::budget_left(
+                b.remaining_minute,
+                b.limit_minute,
+                b.remaining_hour,
+                b.limit_hour,
+            ),
+        }
+    }
+
+    /// Records actions just returned by a POST as observed now.
+    pub async fn record(&self, token: &Token, actions: &[Action]) {
+        let state = self.state_for(token);
+        let mut st = state.lock().await;
+        let now = Instant::now();
+        for a in actions {
+            st.cache.insert(a.id, (a.clone(), now));
+            st.in_flight.insert(a.id, now);
+        }
+    }
+
+    fn learn<'a>(&self, actions: impl IntoIterator<Item = &'a Action>) {
+        let mut l = self.learner.lock().unwrap_or_else(|p| p.into_inner());
+        for a in actions {
+            l.learn(a, self.scale);
         }
     }
 
@@ -61,6 +122,9 @@ impl Tracker {
         let state = self.state_for(token);
         let mut st = state.lock().await;
         let now = Instant::now();
+        for (_, id) in wanted {
+            st.in_flight.insert(*id, now);
+        }
         let fresh = |st: &TokenState, id: i64| {
             st.cache
                 .get(&id)
@@ -97,10 +161,24 @@ impl Tracker {
         }
         for (droplet, id) in stale {
             let action = self.client.get_droplet_action(token, droplet, id).await?;
+            self.learn([&action]);
             st.cache.insert(id, (action, Instant::now()));
         }
         st.cache
             .retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+        let TokenState {
+            cache, in_flight, ..
+        } = &mut *st;
+        in_flight.retain(|id, asked| {
+            now.duration_since(*asked) < CACHE_TTL
+                && cache
+                    .get(id)
+                    .is_none_or(|(a, _)| a.status == ActionStatus::InProgress)
+        });
+        self.sharing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.fingerprint(), in_flight.len());
         Ok(wanted
             .iter()
             .filter_map(|(_, id)| st.cache.get(id).map(|(a, _)| (*id, a.clone())))
@@ -113,7 +191,14 @@ impl Tracker {
         st: &mut TokenState,
         stale: &[(i64, i64)],
     ) -> Result<(), DoError> {
-        let oldest_wanted = stale.iter().map(|(_, id)| *id).min().unwrap_or(i64::MAX);
+        // Down to the oldest action any resource of this token is still waiting for, not only the caller's:
+        // the other resources then find theirs in the cache instead of fetching them one by one.
+        let oldest_wanted = stale
+            .iter()
+            .map(|(_, id)| *id)
+            .chain(st.in_flight.keys().copied())
+            .min()
+            .unwrap_or(i64::MAX);
         for page in 1..=MAX_LIST_PAGES {
             let listed = self.client.list_actions(token, page, PER_PAGE).await?;
             let at = Instant::now();
@@ -122,6 +207,7 @@ impl Tracker {
                 let newest = listed.items.iter().map(|a| a.id).max();
                 st.newest_listed = newest.or(st.newest_listed);
             }
+            self.learn(&listed.items);
             for a in listed.items {
                 st.cache.insert(a.id, (a, at));
             }

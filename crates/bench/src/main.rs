@@ -20,13 +20,15 @@ use droplet_bench::{self as bench, ChildArgs, Runner, SCENARIOS, Settings};
     about = "Benchmarks of droplet-operator against the Kubernetes emulator and the DigitalOcean simulator"
 )]
 struct Cli {
-    /// Scenarios to run: all, or any of calls_per_action, cpu_per_action, rss_10k, latency, rate_budget.
+    /// Scenarios to run: all, or any of lone_reboot, lone_power_cycle_60s, lone_resize, lone_snapshot,
+    /// concurrent_20, concurrent_200, calls_per_action, cpu_per_action, rss_10k, latency, rate_budget.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Override the number of DropletActions of every selected scenario.
     #[arg(long)]
     n: Option<usize>,
-    /// Override the simulated time scale of calls_per_action (action durations and poll intervals).
+    /// Override the simulated time scale of calls_per_action and the lag scenarios (action durations and poll
+    /// intervals; the figures stay in real-time seconds).
     #[arg(long)]
     time_scale: Option<f64>,
     /// Let the operator log (RUST_LOG, default info) and log the harness too.
@@ -100,7 +102,8 @@ fn main() -> ExitCode {
         if let Some(n) = cli.n {
             settings.n = n;
         }
-        if let (Some(t), "calls_per_action") = (cli.time_scale, name.as_str()) {
+        let scaled = name == "calls_per_action" || bench::lag::spec(&name).is_some();
+        if let (Some(t), true) = (cli.time_scale, scaled) {
             settings.time_scale = t;
         }
         eprintln!("bench: running {name} (n = {})", settings.n);

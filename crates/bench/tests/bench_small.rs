@@ -120,6 +120,40 @@ async fn small_rate_budget() {
     assert_eq!(r.get("failed"), Some(0.0));
 }
 
+/// A lag scenario: every action finished exactly once, the operator's and both reference pollers' figures are
+/// there, and the operator read each action at least once after its POST.
+fn assert_lag_figures(r: &Report) {
+    assert_all_succeeded_once(r);
+    let line = r.json_line();
+    assert!(positive(r, "calls_per_action") >= 1.0, "{line}");
+    let p50 = r.get("lag_p50_s").expect("lag p50");
+    let p99 = r.get("lag_p99_s").expect("lag p99");
+    assert!(p50 >= 0.0 && p50 <= p99, "{line}");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+    for peer in ["doctl", "python_digitalocean"] {
+        let calls = v[peer]["calls_per_action"].as_f64().expect("peer calls");
+        // The peers POST and poll at least once.
+        assert!(calls >= 2.0, "{peer}: {line}");
+    }
+    assert!(v["ratio_calls_vs_doctl"].as_f64().is_some(), "{line}");
+    assert!(r.get("posts") == Some(r.check.expected as f64), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_lone_reboot() {
+    assert_lag_figures(&run("lone_reboot").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_lone_snapshot() {
+    assert_lag_figures(&run("lone_snapshot").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_concurrent() {
+    assert_lag_figures(&run("concurrent_20").await);
+}
+
 #[test]
 fn window_and_names() {
     use std::time::{Duration, Instant};
@@ -130,9 +164,10 @@ fn window_and_names() {
         .collect();
     // [10, 59_999, 60_000, 60_001] lie within one 60 s window.
     assert_eq!(bench::max_in_window(&mut times, Duration::from_secs(60)), 4);
-    assert_eq!(bench::SCENARIOS.len(), 5);
+    assert_eq!(bench::SCENARIOS.len(), 11);
     for s in bench::SCENARIOS {
-        assert!(Settings::full(s).n > 0, "{s}");
-        assert!(Settings::small(s).n < Settings::full(s).n, "{s}");
+        let (full, small) = (Settings::full(s), Settings::small(s));
+        assert!(full.n > 0, "{s}");
+        assert!(small.n * small.trials < full.n * full.trials, "{s}");
     }
 }

@@ -37,34 +37,97 @@ impl TokenSpec {
     }
 }
 
-/// How long each action type stays `in-progress` before it completes (or errors).
+/// How long one action type stays `in-progress`: a log-normal draw around `median` (plus `per_disk_gb` for every
+/// GB of the droplet's disk), with spread `sigma` (the standard deviation of the log; 0 = always the median),
+/// clamped to `[min, max]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DurationDist {
+    pub median: Duration,
+    pub per_disk_gb: Duration,
+    pub sigma: f64,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl DurationDist {
+    /// Always exactly `d`.
+    pub const fn fixed(d: Duration) -> Self {
+        Self {
+            median: d,
+            per_disk_gb: Duration::ZERO,
+            sigma: 0.0,
+            min: d,
+            max: d,
+        }
+    }
+
+    const fn secs(median: u64, per_gb_ms: u64, sigma: f64, min: u64, max: u64) -> Self {
+        Self {
+            median: Duration::from_secs(median),
+            per_disk_gb: Duration::from_millis(per_gb_ms),
+            sigma,
+            min: Duration::from_secs(min),
+            max: Duration::from_secs(max),
+        }
+    }
+
+    /// The duration for a droplet with `disk_gb` of disk at standard normal deviate `z`.
+    pub fn at(&self, disk_gb: i64, z: f64) -> Duration {
+        let median = self.median + self.per_disk_gb.mul_f64(disk_gb.max(0) as f64);
+        let min = self.min + self.per_disk_gb.mul_f64(disk_gb.max(0) as f64 * 0.5);
+        let max = self.max + self.per_disk_gb.mul_f64(disk_gb.max(0) as f64 * 2.0);
+        let sigma = if self.sigma.is_finite() {
+            self.sigma.max(0.0)
+        } else {
+            0.0
+        };
+        let factor = (sigma * z.clamp(-6.0, 6.0)).exp();
+        median.mul_f64(factor).clamp(min.min(max), max.max(min))
+    }
+}
+
+/// How long each action type stays `in-progress` before it completes (or errors): the simulator's timing model.
 ///
-/// The effective duration is `per_type[type]` (or `default` for types not
-/// listed) multiplied by `scale`. Defaults (before scale):
+/// Each action's duration is drawn from its type's [`DurationDist`] (or `default`), deterministically from
+/// (`seed`, droplet, how many actions that droplet had before, type): the same seed gives every droplet the
+/// same sequence of durations, so two runs (the operator's and a reference poller's) face identical actions.
+/// The result is multiplied by `scale`. Defaults (before scale; log-normal, median ×/÷ e^sigma covers ~68 %):
 ///
-/// | types | duration |
-/// |---|---|
-/// | power_off, power_on, shutdown | 3 s |
-/// | reboot, power_cycle | 5 s |
-/// | rename, enable_ipv6, disable_backups, change_kernel, password_reset, enable_backups, change_backup_policy | 2 s |
-/// | resize | 20 s |
-/// | rebuild, restore | 30 s |
-/// | snapshot | 60 s |
-/// | anything else | 5 s |
+/// | types | median | + per disk GB | sigma | range |
+/// |---|---|---|---|---|
+/// | power_on | 10 s | | 0.20 | 5–30 s |
+/// | power_off | 8 s | | 0.20 | 4–30 s |
+/// | shutdown | 15 s | | 0.25 | 6–60 s |
+/// | reboot | 8 s | | 0.15 | 5–30 s |
+/// | power_cycle | 12 s | | 0.20 | 5–30 s |
+/// | rename, enable_ipv6, disable_backups, change_kernel, password_reset, enable_backups, change_backup_policy | 3 s | | 0.30 | 1–15 s |
+/// | resize | 90 s | 1.5 s | 0.20 | 60–600 s |
+/// | rebuild, restore | 60 s | 1 s | 0.20 | 30–600 s |
+/// | snapshot | 60 s | 5 s | 0.25 | 30–1800 s |
+/// | anything else | 5 s | | 0.30 | 1–60 s |
+///
+/// (The disk term also widens the range: min + ½ × per-GB × disk, max + 2 × per-GB × disk. A 25 GB droplet's
+/// snapshot has a median of 185 s.)
+///
+/// Timestamps (`started_at`, `completed_at`) are whole seconds, as DigitalOcean's are; a scaled model keeps the
+/// same resolution in scaled time (`scale` × 1 s), so a time-scaled run sees what a real-time run sees.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionDurations {
-    pub per_type: HashMap<String, Duration>,
-    pub default: Duration,
-    /// Global multiplier, e.g. `0.01` in tests to make a 3 s power action take 30 ms.
+    pub per_type: HashMap<String, DurationDist>,
+    pub default: DurationDist,
+    /// Seed of the per-action draws.
+    pub seed: u64,
+    /// Global multiplier, e.g. `0.01` in tests to make a 10 s power action take 100 ms.
     pub scale: f64,
 }
 
 impl ActionDurations {
-    /// Every action type takes `d` (scale 1.0).
+    /// Every action type takes exactly `d` (scale 1.0): `--action-seconds`.
     pub fn uniform(d: Duration) -> Self {
         Self {
             per_type: HashMap::new(),
-            default: d,
+            default: DurationDist::fixed(d),
+            seed: 0,
             scale: 1.0,
         }
     }
@@ -75,51 +138,109 @@ impl ActionDurations {
         self
     }
 
-    /// Overrides the duration of one type.
+    /// The same model with another seed.
+    pub fn seeded(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Every action of one type takes exactly `d` (before scale).
     pub fn with(mut self, type_: &str, d: Duration) -> Self {
+        self.per_type
+            .insert(type_.to_string(), DurationDist::fixed(d));
+        self
+    }
+
+    /// Overrides the distribution of one type.
+    pub fn with_dist(mut self, type_: &str, d: DurationDist) -> Self {
         self.per_type.insert(type_.to_string(), d);
         self
     }
 
-    /// The effective (scaled) duration of `type_`.
-    pub fn duration_for(&self, type_: &str) -> Duration {
-        let base = self.per_type.get(type_).copied().unwrap_or(self.default);
-        let scale = if self.scale.is_finite() && self.scale >= 0.0 {
+    fn effective_scale(&self) -> f64 {
+        if self.scale.is_finite() && self.scale >= 0.0 {
             self.scale
         } else {
             1.0
-        };
-        base.mul_f64(scale)
+        }
     }
+
+    /// The (scaled) median duration of `type_` on a droplet with `disk_gb` of disk.
+    pub fn duration_for(&self, type_: &str) -> Duration {
+        self.dist(type_).at(25, 0.0).mul_f64(self.effective_scale())
+    }
+
+    /// The distribution of `type_` (before scale).
+    pub fn dist(&self, type_: &str) -> &DurationDist {
+        self.per_type.get(type_).unwrap_or(&self.default)
+    }
+
+    /// The (scaled) duration of the `nth` action (0-based) on `droplet`, which has `disk_gb` of disk.
+    pub fn draw(&self, type_: &str, droplet: i64, nth: u64, disk_gb: i64) -> Duration {
+        let key = splitmix(
+            self.seed
+                ^ splitmix(droplet as u64)
+                ^ splitmix(nth.wrapping_mul(0x9e37_79b9))
+                ^ type_.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                }),
+        );
+        self.dist(type_)
+            .at(disk_gb, normal(key))
+            .mul_f64(self.effective_scale())
+    }
+
+    /// Resolution of `started_at`/`completed_at`: one second in scaled time (at least a millisecond).
+    pub fn timestamp_resolution(&self) -> Duration {
+        Duration::from_secs(1)
+            .mul_f64(self.effective_scale().min(1.0))
+            .max(Duration::from_millis(1))
+    }
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A standard normal deviate from a hash (Box-Muller on two 32-bit halves).
+fn normal(h: u64) -> f64 {
+    let u1 = ((h >> 32) as f64 + 1.0) / (u32::MAX as f64 + 2.0);
+    let u2 = (h & 0xffff_ffff) as f64 / (u32::MAX as f64 + 1.0);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 impl Default for ActionDurations {
     fn default() -> Self {
-        let s = Duration::from_secs;
+        let d = DurationDist::secs;
+        let quick = d(3, 0, 0.30, 1, 15);
         let per_type = [
-            ("power_off", s(3)),
-            ("power_on", s(3)),
-            ("shutdown", s(3)),
-            ("reboot", s(5)),
-            ("power_cycle", s(5)),
-            ("rename", s(2)),
-            ("enable_ipv6", s(2)),
-            ("disable_backups", s(2)),
-            ("change_kernel", s(2)),
-            ("password_reset", s(2)),
-            ("enable_backups", s(2)),
-            ("change_backup_policy", s(2)),
-            ("resize", s(20)),
-            ("rebuild", s(30)),
-            ("restore", s(30)),
-            ("snapshot", s(60)),
+            ("power_on", d(10, 0, 0.20, 5, 30)),
+            ("power_off", d(8, 0, 0.20, 4, 30)),
+            ("shutdown", d(15, 0, 0.25, 6, 60)),
+            ("reboot", d(8, 0, 0.15, 5, 30)),
+            ("power_cycle", d(12, 0, 0.20, 5, 30)),
+            ("rename", quick),
+            ("enable_ipv6", quick),
+            ("disable_backups", quick),
+            ("change_kernel", quick),
+            ("password_reset", quick),
+            ("enable_backups", quick),
+            ("change_backup_policy", quick),
+            ("resize", d(90, 1500, 0.20, 60, 600)),
+            ("rebuild", d(60, 1000, 0.20, 30, 600)),
+            ("restore", d(60, 1000, 0.20, 30, 600)),
+            ("snapshot", d(60, 5000, 0.25, 30, 1800)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         Self {
             per_type,
-            default: s(5),
+            default: d(5, 0, 0.30, 1, 60),
+            seed: 1,
             scale: 1.0,
         }
     }
@@ -166,5 +287,53 @@ impl SimConfig {
             rate_limit_per_hour: None,
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_are_seeded_per_droplet_and_within_the_documented_range() {
+        let m = ActionDurations::default();
+        // The same (seed, droplet, nth, type) always gives the same duration; another droplet or seed another.
+        assert_eq!(
+            m.draw("reboot", 200_001, 0, 25),
+            m.draw("reboot", 200_001, 0, 25)
+        );
+        let other_seed = m.clone().seeded(2);
+        let a: Vec<Duration> = (0..50).map(|d| m.draw("reboot", d, 0, 25)).collect();
+        let b: Vec<Duration> = (0..50)
+            .map(|d| other_seed.draw("reboot", d, 0, 25))
+            .collect();
+        assert_ne!(a, b);
+        assert!(a.windows(2).any(|w| w[0] != w[1]), "durations vary");
+        for d in &a {
+            assert!(
+                *d >= Duration::from_secs(5) && *d <= Duration::from_secs(30),
+                "{d:?}"
+            );
+        }
+        // About half below the median.
+        let below = a.iter().filter(|d| **d < Duration::from_secs(8)).count();
+        assert!((15..=35).contains(&below), "{below} of 50 below the median");
+    }
+
+    #[test]
+    fn snapshots_grow_with_disk_and_scaling_scales_the_clock() {
+        let m = ActionDurations::default();
+        let small = m.draw("snapshot", 7, 0, 10);
+        let big = m.draw("snapshot", 7, 0, 160);
+        assert!(big > small * 3, "{small:?} {big:?}");
+        let fast = m.clone().scaled(0.1);
+        let d = m.draw("resize", 7, 0, 25).as_secs_f64();
+        let f = fast.draw("resize", 7, 0, 25).as_secs_f64();
+        assert!((d * 0.1 - f).abs() < 1e-6, "{d} {f}");
+        assert_eq!(m.timestamp_resolution(), Duration::from_secs(1));
+        assert_eq!(fast.timestamp_resolution(), Duration::from_millis(100));
+        // --action-seconds: exactly that, for every type.
+        let fixed = ActionDurations::uniform(Duration::from_secs(60));
+        assert_eq!(fixed.draw("snapshot", 1, 3, 160), Duration::from_secs(60));
     }
 }

@@ -155,6 +155,9 @@ pub struct SimAction {
     /// behind this.
     #[serde(default)]
     pub created_ms: i64,
+    /// When the simulator completes it (exact, unlike the whole-second `completed_at`).
+    #[serde(skip)]
+    pub due: Option<std::time::Instant>,
 }
 
 impl SimAction {

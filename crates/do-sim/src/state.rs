@@ -39,8 +39,14 @@ pub(crate) struct State {
     pub durations: ActionDurations,
 }
 
-fn now_secs() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH)
+/// `t` truncated to `resolution` (DigitalOcean's timestamps are whole seconds).
+fn truncate(t: Timestamp, resolution: Duration) -> Timestamp {
+    let step = i64::try_from(resolution.as_nanos())
+        .unwrap_or(1_000_000_000)
+        .max(1);
+    let ns = t.as_nanosecond();
+    let ns = ns - ns.rem_euclid(i128::from(step));
+    Timestamp::from_nanosecond(ns).unwrap_or(t)
 }
 
 impl State {
@@ -332,7 +338,7 @@ impl State {
             .started_at
             .checked_add(Duration::from_millis(action.duration_ms))
             .unwrap_or(action.started_at);
-        let completed_at = Timestamp::from_second(completed_at.as_second()).unwrap_or(completed_at);
+        let completed_at = truncate(completed_at, self.durations.timestamp_resolution());
         action.completed_at = Some(completed_at);
         action.status = if action.will_error {
             ActionStatus::Errored
@@ -414,7 +420,9 @@ impl State {
                         id,
                         name,
                         type_: "snapshot".into(),
-                        created_at: action.reported_started_at(),
+                        // Whole seconds, as DigitalOcean's (and as a Kubernetes status keeps the action's
+                        // started_at), also in a time-scaled world; on DigitalOcean's (possibly skewed) clock.
+                        created_at: truncate(action.reported_started_at(), Duration::from_secs(1)),
                         min_disk_size: d.disk,
                         size_gigabytes: (d.disk as f64 * 0.1 * 100.0).round() / 100.0,
                         resource_id: d.id,
@@ -493,8 +501,9 @@ impl State {
         let d = self.droplets.get_mut(&droplet_id)?;
         d.locked = true;
         let id = ACTION_ID_BASE + 1 + self.actions.len() as i64;
-        let duration = self.durations.duration_for(&req.type_);
-        let started_at = now_secs();
+        let nth = self.droplet_actions.get(&droplet_id).map_or(0, Vec::len) as u64;
+        let duration = self.durations.draw(&req.type_, droplet_id, nth, d.disk);
+        let started_at = truncate(Timestamp::now(), self.durations.timestamp_resolution());
         let action = SimAction {
             id,
             droplet_id,
@@ -511,6 +520,7 @@ impl State {
             unknown_status: fate.unknown_status,
             skew_secs: fate.skew_secs,
             created_ms: Timestamp::now().as_millisecond(),
+            due: Some(now + duration),
         };
         self.actions.push(action.clone());
         self.droplet_actions.entry(droplet_id).or_default().push(id);

@@ -10,7 +10,6 @@ use super::state::{DropletState, droplet_state};
 use super::util::*;
 use super::*;
 use crate::controller::conditions::{reasons, set_phase};
-use crate::controller::policy::poll_interval;
 use crate::crd::{ActionRecord, ActionType, DropletActionStatus, Phase};
 
 /// The step for a resource with recorded actions, from the state of each droplet's latest attempt.
@@ -143,17 +142,18 @@ pub(crate) fn on_active(input: &Input, mut st: DropletActionStatus, token: Token
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let interval = poll_interval(
+        let interval = input.polling.interval_at(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
             input.budget_factor,
+            input.now,
         );
         return Next::Track(Tracking {
             in_progress,
             snapshots,
             power_checks,
-            max_age: interval.mul_f64(0.9),
+            max_age: crate::controller::polling::max_age(interval, input.config.poll_scale),
             token,
         });
     }
@@ -165,11 +165,12 @@ pub(crate) fn on_active(input: &Input, mut st: DropletActionStatus, token: Token
             .filter_map(|a| a.started_at.as_ref().map(ts))
             .min()
             .unwrap_or(now);
-        let mut next = poll_interval(
+        let mut next = input.polling.interval_at(
             spec.type_,
             dur_since(now, oldest),
             input.config.poll_scale,
             input.budget_factor,
+            input.now,
         );
         if let Some(due) = retry_due.filter(|_| waiting_retry) {
             next = next.min(dur_since(due, now).max(Duration::from_millis(50)));

@@ -7,7 +7,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::util::*;
 use super::*;
 use crate::controller::conditions::{reasons, set_phase};
-use crate::controller::policy::poll_interval;
 use crate::controller::request::action_request;
 use crate::crd::{ActionType, DropletActionStatus, PendingInitiation, Phase};
 use crate::digitalocean::{Action, Applied, DoError, Droplet, ErrorKind, PostError};
@@ -204,11 +203,12 @@ pub fn after_post(
                 ids.join(", "),
                 init.attempt
             );
-            let first_poll = poll_interval(
+            let first_poll = input.polling.interval_at(
                 init.type_,
                 Duration::ZERO,
                 input.config.poll_scale,
                 input.budget_factor,
+                input.now,
             );
             let event_reason = if reason == reasons::POWER_OFF_FALLBACK {
                 reasons::POWER_OFF_FALLBACK

@@ -67,6 +67,8 @@ pub struct Input<'a> {
     pub gate: Gate,
     /// >= 1.0: how much to stretch polling because the rate budget runs low.
     pub budget_factor: f64,
+    /// When to poll actions in flight (learned durations, sharing, budget): see [`crate::controller::polling`].
+    pub polling: &'a crate::controller::polling::Policy,
     /// Actions were already polled in this reconcile: do not poll again, schedule the next poll.
     pub tracked: bool,
     /// What the resource's annotations ask for an uncertain initiation.

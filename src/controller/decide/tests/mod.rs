@@ -38,6 +38,7 @@ fn input<'a>(
         token: TokenState::Available(crate::digitalocean::Token::new("t")),
         gate: Gate::Free,
         budget_factor: 1.0,
+        polling: &PRIOR_POLICY,
         tracked: false,
         resolution: Resolution::None,
         config,
@@ -161,3 +162,6 @@ fn after_ambiguous(
 mod active;
 mod adopt;
 mod initiate;
+
+static PRIOR_POLICY: std::sync::LazyLock<crate::controller::polling::Policy> =
+    std::sync::LazyLock::new(crate::controller::polling::Policy::prior_only);
