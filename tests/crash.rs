@@ -119,7 +119,7 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
         {
             break items;
         }
-        resent += common::resend_uncertain(&api, &sim, &items).await.len();
+        resent += common::resend_uncertain(&api, sim, &items).await.len();
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!("{resent} uncertain initiations resent");

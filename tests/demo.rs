@@ -177,14 +177,21 @@ fn terminal_demo_redraws_in_place_and_ends_with_the_table() {
         .position(|l| l.starts_with("NAME "))
         .expect("the table");
     assert!(header > 0);
-    let n = lines.len();
+    // The DropletAction summary, then the schedules' part: a schedule creating its first child, and their table.
+    let summary = lines
+        .iter()
+        .position(|l| l.contains("DropletActions finished in"))
+        .unwrap_or_else(|| panic!("the summary:\n{screen}"));
+    assert!(summary > header, "{screen}");
+    assert!(lines[summary].ends_with(" 0 duplicates."), "{screen}");
     assert!(
-        lines[n - 2].contains("DropletActions finished in"),
+        lines[summary + 1].starts_with("Every example ended as its comment says"),
         "{screen}"
     );
-    assert!(lines[n - 2].ends_with(" 0 duplicates."), "{screen}");
     assert!(
-        lines[n - 1].starts_with("Every example ended as its comment says"),
+        lines[summary..]
+            .iter()
+            .any(|l| l.starts_with("Schedule ") && l.contains("created its first DropletAction")),
         "{screen}"
     );
 }

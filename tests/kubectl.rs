@@ -8,80 +8,20 @@ mod common;
 
 use std::{process::Output, sync::Arc, time::Duration};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
-    Api, CustomResource, CustomResourceExt, Resource, ResourceExt,
+    Api, CustomResourceExt, Resource, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 use kube_emu::{
     Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-/// A Widget is a test resource.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "example.dev",
-    version = "v1",
-    kind = "Widget",
-    namespaced,
-    status = "WidgetStatus",
-    shortname = "wd",
-    category = "examples",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-pub struct WidgetSpec {
-    /// The shape of the widget: round or square.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// How big the widget is, in centimetres.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<i64>,
-}
-
-/// Observed state.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct WidgetStatus {
-    /// Lifecycle phase.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    /// Conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-}
-
-/// Rejects `type: bad` the way a CEL rule would.
-struct NoBadWidgets;
-
-impl Admission for NoBadWidgets {
-    fn admit(
-        &self,
-        resource: &ResourceInfo,
-        _sub: Option<&str>,
-        new: &mut Value,
-        _old: Option<&Value>,
-        _strict: bool,
-    ) -> Result<Vec<String>, Vec<FieldError>> {
-        if resource.kind == "Widget" && new.pointer("/spec/type") == Some(&json!("bad")) {
-            return Err(vec![FieldError::new(
-                "spec",
-                FieldErrorReason::Invalid,
-                "Invalid value: \"object\": type must be round or square",
-            )]);
-        }
-        Ok(vec![])
-    }
-}
+// The emulator's own test resource, shared with crates/kube-emu's tests.
+#[path = "../crates/kube-emu/tests/support/widget.rs"]
+mod widget;
+use widget::{NoBadWidgets, Widget, WidgetSpec};
 
 struct Kubectl {
     emu: EmuHandle,

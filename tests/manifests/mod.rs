@@ -240,7 +240,10 @@ pub fn repository_crds() -> BTreeMap<String, Value> {
 pub fn normalize_numbers(v: &Value) -> Value {
     match v {
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+            // Up to 2^53: every integer there is exact in an f64 (the CRD bounds IDs by 2^53 - 1).
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                Value::from(f as i64)
+            }
             _ => v.clone(),
         },
         Value::Array(a) => Value::Array(a.iter().map(normalize_numbers).collect()),

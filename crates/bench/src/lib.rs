@@ -167,10 +167,10 @@ impl Settings {
         }
         match scenario {
             "rss_10k" => Settings { n: 50, ..base },
-            // A limit the workload (30 POSTs and a few polls) stays under: a 429 would stall the test for up
-            // to a minute (retry-after).
+            // A limit the workload (20 watermark reads, 20 POSTs and a few polls) stays under: a 429 would
+            // stall the test for up to a minute (retry-after).
             "rate_budget" => Settings {
-                n: 30,
+                n: 20,
                 sim_rate_limit: Some(60),
                 ..base
             },

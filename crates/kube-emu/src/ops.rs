@@ -156,32 +156,6 @@ fn parse_rv(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-/// Validation of built-in kinds that the real server does and clients trip over: an events.k8s.io/v1 Event's
-/// `note` is at most 1024 **bytes** (Go `len`), reported on the internal field name `message`
-/// (`ValidateEventCreate` in kube-apiserver 1.37; checked in tests/real_k8s.rs).
-fn validate_builtin(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
-    const NOTE_LIMIT: usize = 1024;
-    if res.group == "events.k8s.io" {
-        let note = obj
-            .get("note")
-            .or_else(|| obj.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if note.len() > NOTE_LIMIT {
-            return Err(ApiError::invalid(
-                res,
-                name,
-                &[super::admission::FieldError::new(
-                    "message",
-                    super::admission::FieldErrorReason::Invalid,
-                    format!("Invalid value: \"\": can have at most {NOTE_LIMIT} characters"),
-                )],
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn admission_error(
     res: &ResourceInfo,
     name: &str,
@@ -333,7 +307,6 @@ impl Emu {
             return Err(ApiError::already_exists(res, &name));
         }
         normalize_builtin(res, &mut obj);
-        validate_builtin(res, &obj, &name)?;
         let ts = now();
         let scope = scope_of(res, None);
         match managed {
@@ -1060,7 +1033,8 @@ pub const MAX_NAME_BYTES: usize = 253;
 pub const MAX_EVENT_NOTE_BYTES: usize = 1024;
 
 /// Like the API server: names longer than a DNS subdomain are rejected (422), and so are event notes over
-/// 1 KiB (counted in bytes, not characters).
+/// 1 KiB (counted in bytes, Go `len`, not characters), reported on the field `message` as kube-apiserver 1.37's
+/// `ValidateEventCreate` does (checked in tests/real_k8s.rs).
 fn check_name_and_note(res: &ResourceInfo, obj: &Value, name: &str) -> Result<(), ApiError> {
     let mut errs = Vec::new();
     if name.len() > MAX_NAME_BYTES {
@@ -1076,12 +1050,9 @@ fn check_name_and_note(res: &ResourceInfo, obj: &Value, name: &str) -> Result<()
             if let Some(note) = obj.get(field).and_then(Value::as_str)
                 && note.len() > MAX_EVENT_NOTE_BYTES
             {
+                // kube-apiserver reports events.k8s.io's `note` on its internal field name `message`.
                 errs.push(super::admission::FieldError::new(
-                    if res.group == "events.k8s.io" {
-                        "note"
-                    } else {
-                        field
-                    },
+                    "message",
                     super::admission::FieldErrorReason::Invalid,
                     format!(
                         "Invalid value: \"\": can have at most {MAX_EVENT_NOTE_BYTES} characters"

@@ -8,12 +8,9 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::{
-    api::core::v1::{Event as CoreEvent, Secret},
-    apimachinery::pkg::apis::meta::v1::Condition,
-};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use kube::{
-    Api, Client, CustomResource, CustomResourceExt, Resource, ResourceExt,
+    Api, Client, CustomResourceExt, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
     runtime::{
         Controller,
@@ -25,53 +22,11 @@ use kube::{
 use kube_emu::{
     Admission, EmuConfig, EmuHandle, FieldError, FieldErrorReason, KubeEmulator, ResourceInfo,
 };
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[kube(
-    group = "example.dev",
-    version = "v1",
-    kind = "Widget",
-    namespaced,
-    status = "WidgetStatus",
-    shortname = "wd",
-    category = "examples",
-    printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
-)]
-pub struct WidgetSpec {
-    /// What kind of widget.
-    #[serde(rename = "type")]
-    pub type_: String,
-    /// How big.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<i64>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct WidgetStatus {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
-}
-
-fn widget(name: &str, ty: &str) -> Widget {
-    Widget::new(
-        name,
-        WidgetSpec {
-            type_: ty.into(),
-            size: None,
-        },
-    )
-}
+#[path = "support/widget.rs"]
+mod widget;
+use widget::{Widget, WidgetStatus, widget};
 
 async fn start_with(cfg: EmuConfig) -> (EmuHandle, Client) {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1365,12 +1320,13 @@ async fn discovery_tables_and_metadata_views() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(cols, ["Name", "Type", "Phase", "Age"]);
+    assert_eq!(cols, ["Name", "Type", "Size", "Phase", "Age"]);
     let cells = &table["rows"][0]["cells"];
     assert_eq!(cells[0], "t1");
     assert_eq!(cells[1], "square");
     assert_eq!(cells[2], Value::Null);
-    assert!(cells[3].as_str().unwrap().ends_with('s'));
+    assert_eq!(cells[3], Value::Null);
+    assert!(cells[4].as_str().unwrap().ends_with('s'));
     assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
 
     // Metadata-only API (kube metadata watchers).
