@@ -490,7 +490,8 @@ async fn ttl_deletes_finished_resources_and_not_after_sends_nothing() {
             json!({"type": "reboot", "dropletId": 101001, "notAfter": "2001-01-01T00:00:00Z"}),
         )
         .await;
-    world.wait_phase("short-lived", Phase::Succeeded, T).await;
+    // Succeeded, then deleted 1 s later: a poll can miss the short Succeeded window, so wait for the deletion and
+    // check the Succeeded event and the one POST afterwards.
     common::eventually("deleted after its TTL", T, || async {
         world
             .api()
@@ -501,6 +502,15 @@ async fn ttl_deletes_finished_resources_and_not_after_sends_nothing() {
             .then_some(())
     })
     .await;
+    common::eventually("a Succeeded event for short-lived", T, || async {
+        let events = world.events("short-lived").await;
+        events
+            .iter()
+            .any(|(reason, _)| reason == "Succeeded")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(world.sent_posts(101012), vec!["reboot".to_string()]);
     let da = world.wait_phase("too-late", Phase::Expired, T).await;
     assert_eq!(
         da.status
