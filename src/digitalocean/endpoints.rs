@@ -290,9 +290,7 @@ impl DoClient {
         )
         .await
     }
-}
 
-impl DoClient {
     /// `DELETE /v2/snapshots/{id}` (204; scope `image:delete`). A snapshot that is already gone (404) is
     /// `Ok(false)`: deleting is idempotent, so it is retried like a GET on 429, 5xx and network errors.
     pub async fn delete_snapshot(&self, token: &Token, snapshot_id: i64) -> Result<bool, DoError> {

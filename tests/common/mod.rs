@@ -422,35 +422,23 @@ impl ProcessWorld {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> std::process::Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
         let metrics = format!("127.0.0.1:{metrics_port}");
-        let do_url = self.sim.url().to_string();
-        std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-            .args([
-                "run",
-                "--do-api-url",
-                &do_url,
-                "--metrics-addr",
-                &metrics,
-                "--do-timeout-seconds",
-                "1",
-                "--poll-scale",
-                "0.05",
-            ])
-            .args(extra)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
-            .env("RUST_LOG", "droplet_operator=info")
-            // Last, so a test can override the defaults above.
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::from(log))
-            .spawn()
-            .expect("spawn droplet-operator")
+        let mut args = vec![
+            "--metrics-addr",
+            &metrics,
+            "--do-timeout-seconds",
+            "1",
+            "--poll-scale",
+            "0.05",
+        ];
+        args.extend_from_slice(extra);
+        spawn_operator_with(
+            &self.kubeconfig,
+            self.sim.url().as_str(),
+            &args,
+            env,
+            &self.log,
+        )
     }
 
     pub fn logs(&self) -> String {
@@ -593,21 +581,36 @@ pub fn spawn_operator(
     extra: &[&str],
     log: &std::path::Path,
 ) -> std::process::Child {
+    let mut args = vec!["--log-format", "json"];
+    args.extend_from_slice(extra);
+    spawn_operator_with(kubeconfig, do_url, &args, &[], log)
+}
+
+/// `droplet-operator run --do-api-url <do_url> <args>` with the simulator's token, `env` applied last (so a test can
+/// override the defaults), stderr appended to `log`: the one place a test starts the operator binary.
+pub fn spawn_operator_with(
+    kubeconfig: &std::path::Path,
+    do_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> std::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
     std::process::Command::new(env!("CARGO_BIN_EXE_droplet-operator"))
-        .args(["run", "--do-api-url", do_url, "--log-format", "json"])
-        .args(extra)
+        .args(["run", "--do-api-url", do_url])
+        .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("DIGITALOCEAN_TOKEN", DEFAULT_SIM_TOKEN)
         .env("RUST_LOG", "droplet_operator=info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::from(log))
         .spawn()
-        .expect("spawn operator")
+        .expect("spawn droplet-operator")
 }
 
 /// SIGKILL (no graceful shutdown, no flushing), then reap.
