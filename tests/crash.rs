@@ -107,21 +107,11 @@ async fn sigkill_at_random_moments_never_sends_an_action_twice() {
 
     // A last operator finishes everything the killed ones left behind.
     let child = spawn_operator(&w);
-    let start = Instant::now();
     // A kill between recording an intent and sending it leaves an initiation whose outcome the operator cannot
     // know: it stops with InitiationUncertain instead of guessing. Resolve those as a user would (resend), after
     // checking that DigitalOcean indeed ran nothing for them.
-    let mut resent = 0;
-    let items = loop {
-        let items = api.list(&ListParams::default()).await.unwrap().items;
-        if items.iter().all(|d| d.phase().is_terminal())
-            || start.elapsed() > Duration::from_secs(120)
-        {
-            break items;
-        }
-        resent += common::resend_uncertain(&api, sim, &items).await.len();
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (items, resent) =
+        common::finish_after_crash(&api, sim, TRIALS * PER_TRIAL, Duration::from_secs(120)).await;
     eprintln!("{resent} uncertain initiations resent");
     kill(child);
 

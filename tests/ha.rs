@@ -148,7 +148,10 @@ async fn both_replicas_ready_one_leader_fails_over_without_duplicate_posts() {
         Some(()),
         "still ready after taking over"
     );
-    let items = wait_all_final(&api, 20, Duration::from_secs(120)).await;
+    // A kill between recording an intent and sending it stops that resource InitiationUncertain; resolved as a
+    // user would, after checking DigitalOcean.
+    let (items, resent) = common::finish_after_crash(&api, sim, 20, Duration::from_secs(120)).await;
+    eprintln!("{resent} uncertain initiations resent");
     assert!(
         items.iter().all(|d| d.phase() == Phase::Succeeded),
         "{items:#?}"

@@ -481,7 +481,11 @@ async fn two_replicas_elect_one_leader_and_a_sigkilled_leader_is_replaced_withou
         free_port(),
         &log,
     );
-    let items = wait_all_terminal(&api, Duration::from_secs(120)).await;
+    // A kill between recording an intent and sending it stops that resource InitiationUncertain (never guessed
+    // at); resolve it as a user would, after checking DigitalOcean.
+    let (items, resent) =
+        common::finish_after_crash(&api, &sim, 12, Duration::from_secs(120)).await;
+    eprintln!("{resent} uncertain initiations resent");
     assert!(
         items.iter().all(|d| d.phase() == Phase::Succeeded),
         "{:#?}",

@@ -384,6 +384,43 @@ pub async fn wait_all_final(
     .await
 }
 
+/// After a SIGKILL: lists `api` until all `count` DropletActions are final, resolving every `InitiationUncertain`
+/// as its message tells a user to ([`resend_uncertain`]: resend when DigitalOcean ran nothing for it, adopt when it
+/// did). A kill between recording an intent and sending it legitimately ends there. Returns the items and how many
+/// resends were asked for; on timeout panics with the status of every unfinished one.
+pub async fn finish_after_crash(
+    api: &Api<DropletAction>,
+    sim: &SimHandle,
+    count: usize,
+    timeout: Duration,
+) -> (Vec<DropletAction>, usize) {
+    let start = Instant::now();
+    let mut resent = 0;
+    loop {
+        let items = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        if items.len() == count && items.iter().all(|d| d.phase().is_terminal()) {
+            return (items, resent);
+        }
+        if start.elapsed() > timeout {
+            let open: Vec<_> = items
+                .iter()
+                .filter(|d| !d.phase().is_terminal())
+                .map(|d| (d.name_any(), &d.status))
+                .collect();
+            panic!(
+                "timed out after {timeout:?}: {} of {count} DropletActions final; unfinished: {open:#?}",
+                items.len() - open.len()
+            );
+        }
+        resent += resend_uncertain(api, sim, &items).await.len();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The servers on loopback plus a temporary directory holding a kubeconfig for them and a log file, for tests
 /// that run `droplet-operator run` as a child process.
 pub struct ProcessWorld {
