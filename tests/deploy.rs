@@ -33,7 +33,7 @@ const IMAGE: &str = "ghcr.io/droplet-operator/droplet-operator:0.1.0";
 
 /// What the operator calls on the Kubernetes API: (apiGroup, resource, verbs), verbs sorted.
 /// dropletactions: the controller's list+watch, get, delete for ttlSecondsAfterFinished and history limits, create for
-/// schedule children; dropletactionschedules: list+watch; status (both): merge patches;
+/// schedule children, patch to consume the resend/adopt annotations; dropletactionschedules: list+watch; status (both): merge patches;
 /// events: kube-runtime's Recorder (POST, then merge-PATCH of the series); secrets: spec.tokenSecretRef, by name;
 /// leases: leader election.
 const EXPECTED_RULES: &[(&str, &str, &[&str])] = &[
@@ -46,7 +46,7 @@ const EXPECTED_RULES: &[(&str, &str, &[&str])] = &[
     (
         "droplet-operator.dev",
         "dropletactions",
-        &["create", "delete", "get", "list", "watch"],
+        &["create", "delete", "get", "list", "patch", "watch"],
     ),
     ("droplet-operator.dev", "dropletactions/status", &["patch"]),
     (
@@ -563,6 +563,7 @@ fn base_rbac_grants_exactly_what_the_operator_calls() {
     let expected: BTreeSet<(String, String, String)> = [
         ("droplet-operator.dev", "dropletactions", "create"),
         ("droplet-operator.dev", "dropletactions", "delete"),
+        ("droplet-operator.dev", "dropletactions", "patch"),
         ("droplet-operator.dev", "dropletactions/status", "patch"),
         (
             "droplet-operator.dev",

@@ -20,8 +20,8 @@ use common::{assert_exactly_once, wait_all_terminal};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig, Simulator};
 use droplet_operator::crd::{DropletAction, Phase};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
 use kube::api::PostParams;
+use kube::{Api, ResourceExt};
 use real::{ControlPlane, Identity, Proc};
 use serde_json::{Value, json};
 
@@ -529,6 +529,79 @@ async fn two_replicas_elect_one_leader_and_a_sigkilled_leader_is_replaced_withou
     assert!(
         dropped > 0 && adopted > 0,
         "dropped {dropped}, adopted {adopted}"
+    );
+    assert_no_forbidden(&log);
+    sim.shutdown();
+}
+
+/// What a replica killed right after recording its intent leaves (`status.pendingInitiation`, nothing sent),
+/// resolved as the message says: the operator, as its ServiceAccount under deploy/'s RBAC, stops
+/// InitiationUncertain, then consumes the user's `resend` annotation and sends exactly one POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uncertain_intent_is_resent_once_on_request_under_the_deployed_rbac() {
+    let cp =
+        control_plane!("an_uncertain_intent_is_resent_once_on_request_under_the_deployed_rbac");
+    cp.install_deploy().await;
+    let ns = cp.namespace("resend").await;
+    let sim = sim(SimConfig::fast(0.02)).await;
+    let droplet = 101002;
+    let admin = cp.client(Identity::Admin).await;
+    let api: Api<DropletAction> = Api::namespaced(admin, &ns);
+    api.create(
+        &PostParams::default(),
+        &common::droplet_action(
+            "orphan",
+            &ns,
+            json!({"type": "reboot", "dropletId": droplet}),
+        ),
+    )
+    .await
+    .unwrap();
+    let at = jiff::Timestamp::now().to_string();
+    api.patch_status(
+        "orphan",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"status": {
+            "phase": "Pending", "reason": "Initiating", "startTime": at, "dropletIds": [droplet],
+            "pendingInitiation": {
+                "attempt": 1, "type": "reboot", "requestedAt": at, "sent": false, "dropletIds": [droplet],
+            },
+        }})),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("operator.log");
+    let _op = operator(cp, sim.url().as_str(), &ns, None, free_port(), &log);
+    let stuck = eventually(60, "InitiationUncertain", async || {
+        let da = api.get("orphan").await.ok()?;
+        (da.status.as_ref()?.reason.as_deref() == Some("InitiationUncertain")).then_some(da)
+    })
+    .await;
+    assert!(
+        common::post_requests(&sim, droplet).is_empty(),
+        "nothing sent while uncertain"
+    );
+    assert_eq!(
+        common::resend_uncertain(&api, &sim, &[stuck]).await,
+        vec![droplet]
+    );
+    let done = eventually(60, "Succeeded after the resend", async || {
+        let da = api.get("orphan").await.ok()?;
+        da.phase().is_terminal().then_some(da)
+    })
+    .await;
+    assert_eq!(done.phase(), Phase::Succeeded, "{:#?}", done.status);
+    assert_eq!(
+        common::post_requests(&sim, droplet).len(),
+        1,
+        "exactly one POST"
+    );
+    assert!(
+        !done
+            .annotations()
+            .contains_key(droplet_operator::controller::decide::RESEND_ANNOTATION),
+        "the annotation was consumed"
     );
     assert_no_forbidden(&log);
     sim.shutdown();
