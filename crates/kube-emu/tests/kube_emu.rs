@@ -1361,7 +1361,7 @@ async fn discovery_tables_and_metadata_views() {
     );
     assert_eq!(
         schema["properties"]["spec"]["properties"]["type"]["description"],
-        "What kind of widget."
+        "The shape of the widget: round or square."
     );
     emu.shutdown();
 }
