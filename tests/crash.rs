@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ProcessWorld, assert_exactly_once, droplet_action, post_requests, wait_all_final};
 use do_sim::{ActionDurations, DEFAULT_SIM_TOKEN, Faults, SimConfig};

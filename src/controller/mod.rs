@@ -8,9 +8,12 @@
 //! second initiation for an attempt on its own; it either *knows* the outcome, *finds* the action, or *stops
 //! and asks*. Every initiation follows one protocol ([`reconcile`]'s `initiate`, decisions in [`decide`]):
 //!
-//! 1. **Watermark.** Right before, it lists the droplet's newest actions (for a tag: the account's) and keeps
-//!    the highest action ID. DigitalOcean action IDs only grow, so an action our request starts has a higher ID
-//!    than anything listed before the send. A lagging list only lowers the watermark, which never hides ours.
+//! 1. **Watermark.** Right before, it takes the highest action ID it has received: DigitalOcean action IDs only
+//!    grow, so an action our request starts has a higher ID than anything received before the send. The value is
+//!    used when a response showed it as the account's newest within [`policy::WATERMARK_MAX_AGE`] (a POST's
+//!    answer, the first page of `GET /v2/actions`; see `digitalocean::watermark`); otherwise the droplet's newest
+//!    actions (for a tag: the account's) are listed. A lagging list or an older value only lowers the watermark,
+//!    which never hides ours; it widens the candidates by other clients' actions of that age at most.
 //! 2. **Rate-budget slot.** It reserves the request's slot in the token's budget before the intent, so no budget
 //!    wait sits between the intent and the send.
 //! 3. **Intent.** It writes `status.pendingInitiation` (attempt, type, droplets, watermark, time) with a

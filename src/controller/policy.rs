@@ -24,6 +24,11 @@ pub const SNAPSHOT_SEARCH_PAGES: u32 = 10;
 pub const ADOPT_LIST_PAGES: u32 = 2;
 /// Actions read for the watermark (the newest ones; DigitalOcean lists newest first).
 pub const WATERMARK_PER_PAGE: u32 = 50;
+/// How recently a response must have shown the account's newest action ID for an initiation to use it as its
+/// watermark instead of reading one (see `digitalocean::watermark`). A burst of initiations then costs one read,
+/// not one per POST. Of the order of DigitalOcean's list lag, which already hides that many seconds of other
+/// clients' actions from a fresh read.
+pub const WATERMARK_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// Tunables of the decision logic.
 #[derive(Clone, Debug)]
@@ -39,6 +44,8 @@ pub struct DecideConfig {
     pub adopt_poll: Duration,
     /// Clock-skew allowance for intents recorded before watermarks existed (matched by `started_at`).
     pub adopt_skew: Duration,
+    /// See [`WATERMARK_MAX_AGE`].
+    pub watermark_max_age: Duration,
     /// Multiplies every poll interval (1.0 in production; smaller in tests against a fast simulator).
     pub poll_scale: f64,
     /// First delay after a transient failure; doubles per consecutive failure.
@@ -62,6 +69,7 @@ impl Default for DecideConfig {
             adopt_window: ADOPT_WINDOW,
             adopt_poll: ADOPT_POLL,
             adopt_skew: Duration::from_secs(60),
+            watermark_max_age: WATERMARK_MAX_AGE,
             poll_scale: 1.0,
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(300),
@@ -83,6 +91,7 @@ impl DecideConfig {
             request_timeout,
             adopt_window: ADOPT_WINDOW.mul_f64(scale),
             adopt_poll: ADOPT_POLL.mul_f64(scale).max(Duration::from_millis(50)),
+            watermark_max_age: WATERMARK_MAX_AGE.mul_f64(scale),
             poll_scale,
             recheck: defaults.recheck.mul_f64(scale),
             retry_base: defaults.retry_base.mul_f64(scale),

@@ -448,21 +448,26 @@ async fn initiate(
         status,
         ..input.clone()
     };
-    // 1. The watermark: the newest action IDs DigitalOcean lists before the send.
-    let listed = match &init.target {
-        InitTarget::Droplet(d) => {
-            ctx.do_client
-                .list_droplet_actions(&token, *d, 1, policy::WATERMARK_PER_PAGE)
-                .await
-        }
-        InitTarget::Tag(_) => {
-            ctx.do_client
-                .list_actions(&token, 1, policy::WATERMARK_PER_PAGE)
-                .await
-        }
+    // 1. The watermark: the newest action ID seen before the send. A response showed it recently (a burst of
+    //    initiations, the tracker's list), or the droplet's newest actions are read.
+    let fresh = ctx
+        .do_client
+        .fresh_watermark(&token, ctx.config.watermark_max_age);
+    let listed = match (fresh, &init.target) {
+        (Some(highest), _) => Ok(highest),
+        (None, InitTarget::Droplet(d)) => ctx
+            .do_client
+            .list_droplet_actions(&token, *d, 1, policy::WATERMARK_PER_PAGE)
+            .await
+            .map(|page| decide::watermark_of(&page.items)),
+        (None, InitTarget::Tag(_)) => ctx
+            .do_client
+            .list_actions(&token, 1, policy::WATERMARK_PER_PAGE)
+            .await
+            .map(|page| decide::watermark_of(&page.items)),
     };
     match listed {
-        Ok(page) => init.set_watermark(decide::watermark_of(&page.items)),
+        Ok(highest) => init.set_watermark(highest),
         Err(e) => {
             let status = obj.status.clone().unwrap_or_default();
             return finish_with_error(ctx, api, &obj, input, &status, &e).await;

@@ -40,6 +40,7 @@ use super::error::{Applied, DoError, ErrorKind, PostError};
 use super::ratelimit::{self, BudgetSnapshot, RateBudget};
 use super::token::Token;
 use super::types::{Links, Meta, Page, next_page_from};
+use super::watermark::Watermarks;
 
 /// DigitalOcean's largest page.
 pub const MAX_PER_PAGE: u32 = 200;
@@ -86,6 +87,7 @@ struct Inner {
     cfg: ClientConfig,
     budget: RateBudget,
     requests: AtomicU64,
+    marks: Watermarks,
 }
 
 impl fmt::Debug for DoClient {
@@ -216,6 +218,7 @@ impl DoClient {
                 budget: RateBudget::new(cfg.rate_limits),
                 cfg,
                 requests: AtomicU64::new(0),
+                marks: Watermarks::default(),
             }),
         })
     }
@@ -230,12 +233,32 @@ impl DoClient {
         self.inner.budget.snapshot(&token.fingerprint())
     }
 
-    /// Total HTTP requests sent by this client (and its clones).
+    /// The highest action ID received for `token`, if a response showed it as the account's newest within
+    /// `max_age`: a watermark for an initiation without a request (see the `watermark` module).
+    pub fn fresh_watermark(&self, token: &Token, max_age: std::time::Duration) -> Option<i64> {
+        self.inner
+            .marks
+            .fresh(&token.fingerprint(), max_age, Instant::now())
+    }
+
+    /// Records action IDs received for `token`; `current` when they include the account's newest action.
+    pub(super) fn observe_actions(
+        &self,
+        token: &Token,
+        ids: impl IntoIterator<Item = i64>,
+        current: bool,
+    ) {
+        self.inner
+            .marks
+            .observe(&token.fingerprint(), ids, current, Instant::now());
+    }
+
     /// Most pages a list call reads ([`ClientConfig::max_list_pages`]).
     pub(super) fn max_list_pages(&self) -> u32 {
         self.inner.cfg.max_list_pages
     }
 
+    /// Total HTTP requests sent by this client (and its clones).
     pub fn request_count(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)
     }

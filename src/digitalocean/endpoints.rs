@@ -67,8 +67,10 @@ impl DoClient {
                 slot,
             )
             .await?;
-        decode_key::<Action>(&body, "action")
-            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))
+        let action = decode_key::<Action>(&body, "action")
+            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))?;
+        self.observe_actions(token, [action.id], true);
+        Ok(action)
     }
 
     /// `POST /v2/droplets/actions?tag_name=` (the tag is percent-encoded). Returns one
@@ -110,8 +112,10 @@ impl DoClient {
                 slot,
             )
             .await?;
-        decode_key::<Vec<Action>>(&bytes, "actions")
-            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))
+        let actions = decode_key::<Vec<Action>>(&bytes, "actions")
+            .map_err(|m| PostError::ambiguous(decode_error(token, m, &headers)))?;
+        self.observe_actions(token, actions.iter().map(|a| a.id), true);
+        Ok(actions)
     }
 
     /// `GET /v2/droplets/{id}/actions/{action_id}`.
@@ -123,14 +127,17 @@ impl DoClient {
     ) -> Result<Action, DoError> {
         let (d, a) = (droplet_id.to_string(), action_id.to_string());
         let url = self.url(&["v2", "droplets", &d, "actions", &a], &[]);
-        self.get_json(
-            token,
-            route::GET_DROPLET_ACTION,
-            url,
-            "action",
-            "droplet:read",
-        )
-        .await
+        let action: Action = self
+            .get_json(
+                token,
+                route::GET_DROPLET_ACTION,
+                url,
+                "action",
+                "droplet:read",
+            )
+            .await?;
+        self.observe_actions(token, [action.id], false);
+        Ok(action)
     }
 
     /// `GET /v2/droplets/{id}/actions?page=&per_page=` (per_page clamped to 1..=200).
@@ -155,6 +162,9 @@ impl DoClient {
             per_page,
         )
         .await
+        .inspect(|p: &Page<Action>| {
+            self.observe_actions(token, p.items.iter().map(|a| a.id), false)
+        })
     }
 
     /// Every page of a droplet's actions (200 per page), at most `max_pages` pages.
@@ -177,14 +187,18 @@ impl DoClient {
             max_pages,
         )
         .await
+        .inspect(|all: &Vec<Action>| self.observe_actions(token, all.iter().map(|a| a.id), false))
     }
 
     /// `GET /v2/actions/{id}` (needs `actions:read`).
     pub async fn get_action(&self, token: &Token, action_id: i64) -> Result<Action, DoError> {
         let a = action_id.to_string();
         let url = self.url(&["v2", "actions", &a], &[]);
-        self.get_json(token, route::GET_ACTION, url, "action", "actions:read")
-            .await
+        let action: Action = self
+            .get_json(token, route::GET_ACTION, url, "action", "actions:read")
+            .await?;
+        self.observe_actions(token, [action.id], false);
+        Ok(action)
     }
 
     /// `GET /v2/actions?page=&per_page=` (needs `actions:read`).
@@ -207,6 +221,10 @@ impl DoClient {
             per_page,
         )
         .await
+        // Newest first: the first page holds the account's newest action.
+        .inspect(|p: &Page<Action>| {
+            self.observe_actions(token, p.items.iter().map(|a| a.id), page == 1)
+        })
     }
 
     /// Every droplet with `tag` (all pages, 200 per page, at most `max_list_pages`).

@@ -7,6 +7,7 @@
 //! - [`error`]: [`DoError`] with stable [`ErrorKind`]s, and [`PostError`] which says
 //!   whether a failed POST may have been applied ([`Applied`]).
 //! - [`ratelimit`]: the per-token [`RateBudget`] shared by all reconciles.
+//! - [`watermark`]: the highest action ID seen per token, a free watermark for initiations.
 //! - [`client`]: [`DoClient`]. POSTs are never re-sent unless certainly not applied;
 //!   GETs retry transient failures with jittered backoff (see the module docs).
 //!
@@ -36,6 +37,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod token;
 pub mod types;
+pub mod watermark;
 
 pub use client::{
     ClientConfig, ConfigError, DoClient, MAX_PER_PAGE, PostSlot, RequestObserver, RetryPolicy,
