@@ -336,12 +336,14 @@ async fn invalid_cron_or_zone_is_refused_at_admission_or_stalled_and_creates_not
             })
         })
         .await;
-        assert!(
+        // The event follows the status write; it may arrive a moment later.
+        eventually("the Warning event", || async {
             events(&w.client, name)
                 .await
                 .iter()
                 .any(|(r, _)| r == reason)
-        );
+        })
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(children(&w.client, &s).await.is_empty() && children(&w.client, &z).await.is_empty());
