@@ -1639,3 +1639,92 @@ fn fixture_matches_the_shared_openapi_spec() {
         fixture["requestBodies"]["dropletActions_post_byTag"]
     );
 }
+
+/// The exactly-once watermark: initiations that start together share one `GET /v2/actions?per_page=1`; a POST's
+/// answer then serves the next ones without a request; a token without `actions:read` reads the droplet's list.
+#[tokio::test]
+async fn watermark_reads_are_shared_and_fall_back_to_the_droplet_list() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/actions"))
+        .and(query_param("per_page", "1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(100))
+                .set_body_json(json!({"actions": [action(700, "completed", "reboot")], "links": {}, "meta": {"total": 1}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/droplets/3164444/actions"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"action": action(750, "in-progress", "reboot")})),
+        )
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let age = Duration::from_secs(60);
+    let t = token();
+    let marks =
+        futures::future::join_all((0..8).map(|i| c.watermark(&t, Some(3_000_000 + i), age))).await;
+    assert!(
+        marks.iter().all(|m| m.as_ref().ok() == Some(&700)),
+        "{marks:?}"
+    );
+    let account_reads = async || {
+        server
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() == "/v2/actions")
+            .count()
+    };
+    assert_eq!(account_reads().await, 1, "eight initiations, one read");
+    c.post_droplet_action(&token(), 3164444, &ActionRequest::Reboot)
+        .await
+        .unwrap();
+    assert_eq!(c.watermark(&token(), None, age).await.unwrap(), 750);
+    assert_eq!(account_reads().await, 1, "the POST's answer is fresh");
+    assert_eq!(
+        c.watermark(&token(), Some(1), Duration::ZERO)
+            .await
+            .unwrap(),
+        750,
+        "a stale value is read again; the higher of the read and what was seen counts"
+    );
+    assert_eq!(account_reads().await, 2);
+
+    // Without actions:read: each initiation reads its droplet's newest actions; the 403 is remembered.
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/actions"))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(do_error("forbidden", "You are not authorized")),
+        )
+        // Once for the droplet (then remembered), once for the tag (which has no fallback).
+        .expect(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/droplets/42/actions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"actions": [action(90, "completed", "reboot"), action(80, "completed", "reboot")], "links": {}, "meta": {"total": 2}}),
+        ))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    for _ in 0..2 {
+        assert_eq!(c.watermark(&token(), Some(42), age).await.unwrap(), 90);
+    }
+    let by_tag = c.watermark(&token(), None, age).await.unwrap_err();
+    assert_eq!(
+        by_tag.kind(),
+        ErrorKind::Forbidden,
+        "a tag needs the account list"
+    );
+    server.verify().await;
+}

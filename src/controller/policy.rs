@@ -22,8 +22,6 @@ pub const SNAPSHOT_SEARCH_LIMIT: Duration = Duration::from_secs(600);
 pub const SNAPSHOT_SEARCH_PAGES: u32 = 10;
 /// Pages of a droplet's action list read when looking for the action of an uncertain send.
 pub const ADOPT_LIST_PAGES: u32 = 2;
-/// Actions read for the watermark (the newest ones; DigitalOcean lists newest first).
-pub const WATERMARK_PER_PAGE: u32 = 50;
 /// How recently a response must have shown the account's newest action ID for an initiation to use it as its
 /// watermark instead of reading one (see `digitalocean::watermark`). A burst of initiations then costs one read,
 /// not one per POST. Of the order of DigitalOcean's list lag, which already hides that many seconds of other

@@ -448,24 +448,16 @@ async fn initiate(
         status,
         ..input.clone()
     };
-    // 1. The watermark: the newest action ID seen before the send. A response showed it recently (a burst of
-    //    initiations, the tracker's list), or the droplet's newest actions are read.
-    let fresh = ctx
-        .do_client
-        .fresh_watermark(&token, ctx.config.watermark_max_age);
-    let listed = match (fresh, &init.target) {
-        (Some(highest), _) => Ok(highest),
-        (None, InitTarget::Droplet(d)) => ctx
-            .do_client
-            .list_droplet_actions(&token, *d, 1, policy::WATERMARK_PER_PAGE)
-            .await
-            .map(|page| decide::watermark_of(&page.items)),
-        (None, InitTarget::Tag(_)) => ctx
-            .do_client
-            .list_actions(&token, 1, policy::WATERMARK_PER_PAGE)
-            .await
-            .map(|page| decide::watermark_of(&page.items)),
+    // 1. The watermark: the newest action ID seen before the send (from a recent answer, or one read shared by
+    //    the initiations of a burst; `digitalocean::watermark`).
+    let droplet = match &init.target {
+        InitTarget::Droplet(d) => Some(*d),
+        InitTarget::Tag(_) => None,
     };
+    let listed = ctx
+        .do_client
+        .watermark(&token, droplet, ctx.config.watermark_max_age)
+        .await;
     match listed {
         Ok(highest) => init.set_watermark(highest),
         Err(e) => {

@@ -233,12 +233,9 @@ impl DoClient {
         self.inner.budget.snapshot(&token.fingerprint())
     }
 
-    /// The highest action ID received for `token`, if a response showed it as the account's newest within
-    /// `max_age`: a watermark for an initiation without a request (see the `watermark` module).
-    pub fn fresh_watermark(&self, token: &Token, max_age: std::time::Duration) -> Option<i64> {
-        self.inner
-            .marks
-            .fresh(&token.fingerprint(), max_age, Instant::now())
+    /// What this client knows of the newest action IDs (see the `watermark` module).
+    pub(super) fn marks(&self) -> &Watermarks {
+        &self.inner.marks
     }
 
     /// Records action IDs received for `token`; `current` when they include the account's newest action.
