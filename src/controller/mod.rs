@@ -11,9 +11,10 @@
 //! 1. **Watermark.** Right before, it takes the highest action ID it has received: DigitalOcean action IDs only
 //!    grow, so an action our request starts has a higher ID than anything received before the send. The value is
 //!    used when a response showed it as the account's newest within [`policy::WATERMARK_MAX_AGE`] (a POST's
-//!    answer, the first page of `GET /v2/actions`; see `digitalocean::watermark`); otherwise the droplet's newest
-//!    actions (for a tag: the account's) are listed. A lagging list or an older value only lowers the watermark,
-//!    which never hides ours; it widens the candidates by other clients' actions of that age at most.
+//!    answer, the first page of `GET /v2/actions`; see `digitalocean::watermark`); otherwise one read of the
+//!    account's newest action serves every initiation waiting for it (without `actions:read`: the droplet's newest
+//!    actions, per initiation). A lagging list or an older value only lowers the watermark, which never hides
+//!    ours; it widens the candidates by other clients' actions of that age at most.
 //! 2. **Rate-budget slot.** It reserves the request's slot in the token's budget before the intent, so no budget
 //!    wait sits between the intent and the send.
 //! 3. **Intent.** It writes `status.pendingInitiation` (attempt, type, droplets, watermark, time) with a
