@@ -261,9 +261,8 @@ pub fn next_poll(est: &Estimate, elapsed: f64, lad: Ladder, scale: f64, stretch:
     delay.max(min_gap).min(MAX_GAP * scale * stretch)
 }
 
-/// Polls of one token land on a shared wall-clock grid of this step (seconds at scale 1, times the rate
-/// budget's stretch): actions due within the same step share one list call, and a token is listed at most once
-/// per step for its in-flight actions.
+/// Polls of one token land on a shared wall-clock grid of this step (seconds at scale 1): actions due within
+/// the same step share one list call, and a token is listed at most once per step for its in-flight actions.
 const GRID: f64 = 1.0;
 
 /// `delay` (seconds) moved forward to the next grid point after `now_secs` (seconds since any fixed epoch).
@@ -326,8 +325,7 @@ impl Policy {
     ) -> Duration {
         let d = self.interval(type_, elapsed, scale, budget_factor);
         let now_secs = (now.as_millisecond() % 86_400_000) as f64 / 1000.0;
-        // A tight budget coarsens the grid as much as it stretches the gaps: more actions share each list.
-        let secs = align(d.as_secs_f64(), now_secs, scale * budget_factor.max(1.0));
+        let secs = align(d.as_secs_f64(), now_secs, scale);
         Duration::from_secs_f64(secs.max(0.001))
     }
 
@@ -559,34 +557,6 @@ mod tests {
         assert_eq!(max_age(Duration::from_secs(1), 1.0), ms(340));
         assert_eq!(max_age(Duration::from_secs(30), 1.0), ms(450));
         assert_eq!(max_age(Duration::from_secs(30), 0.1), ms(45));
-    }
-
-    #[test]
-    fn a_tight_budget_coarsens_the_grid_so_more_actions_share_a_list() {
-        let policy = Policy {
-            budget_left: 0.05,
-            ..Policy::prior_only()
-        };
-        let now = jiff::Timestamp::from_second(1_000_000).unwrap();
-        let due = |elapsed: u64, factor: f64| {
-            policy
-                .interval_at(
-                    ActionType::Reboot,
-                    Duration::from_secs(elapsed),
-                    1.0,
-                    factor,
-                    now,
-                )
-                .as_secs_f64()
-        };
-        // Two reboots started 3 s apart: on the 1 s grid their polls differ; stretched 8x, they land on the
-        // same 8 s grid point (the policy's gaps are stretched as much).
-        assert_ne!(due(0, 1.0), due(3, 1.0));
-        let (a, b) = (due(0, 8.0), due(3, 8.0));
-        assert!(
-            (a / 8.0).fract().abs() < 1e-9 && (b / 8.0).fract().abs() < 1e-9,
-            "{a} {b}"
-        );
     }
 
     #[test]
