@@ -480,6 +480,7 @@ struct Counts {
     total: usize,
     posts: usize,
     list_polls: usize,
+    watermark_reads: usize,
     action_gets: usize,
     droplet_action_lists: usize,
     other: usize,
@@ -497,6 +498,14 @@ fn count(reqs: &[RequestRecord]) -> Counts {
         }
         if r.method == "POST" {
             c.posts += 1;
+        } else if r.path == "/v2/actions"
+            && r.query
+                .as_deref()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "per_page=1"))
+        {
+            // The exactly-once watermark (the account's newest action ID), read before a POST when no answer
+            // showed it recently; shared by the initiations waiting for it.
+            c.watermark_reads += 1;
         } else if r.path == "/v2/actions" {
             c.list_polls += 1;
         } else if r.path.starts_with("/v2/droplets/") && r.path.contains("/actions/") {
@@ -516,6 +525,7 @@ fn insert_counts(f: &mut Map<String, Value>, c: &Counts, s: &Settings) {
     f.insert("requests".into(), json!(c.total));
     f.insert("posts".into(), json!(c.posts));
     f.insert("list_polls".into(), json!(c.list_polls));
+    f.insert("watermark_reads".into(), json!(c.watermark_reads));
     f.insert("action_gets".into(), json!(c.action_gets));
     f.insert("droplet_action_lists".into(), json!(c.droplet_action_lists));
     f.insert("other_requests".into(), json!(c.other));
