@@ -55,19 +55,30 @@ pub fn api_resource() -> ApiResource {
     ApiResource::erase::<DropletAction>(&())
 }
 
+/// The parts of a stored object besides its metadata, read in place from the untyped object's data.
+#[derive(serde::Deserialize)]
+struct Body {
+    spec: crd::DropletActionSpec,
+    #[serde(default)]
+    status: Option<crd::DropletActionStatus>,
+}
+
 /// Reads one stored object as a DropletAction: every field must deserialise and be within the CRD's bounds.
+/// Spec and status are read straight from the object's JSON (no copy of the whole object: this runs for every
+/// watch event).
 pub fn read(obj: &DynamicObject) -> Result<DropletAction, Unreadable> {
-    let value = serde_json::to_value(obj).map_err(|e| Unreadable {
-        field: "metadata".into(),
-        problem: e.to_string(),
-    })?;
-    let da: DropletAction = serde_path_to_error::deserialize(&value).map_err(|e| {
+    let body: Body = serde_path_to_error::deserialize(&obj.data).map_err(|e| {
         let field = e.path().to_string();
         Unreadable {
             field: if field == "." { "spec".into() } else { field },
             problem: e.into_inner().to_string(),
         }
     })?;
+    let da = DropletAction {
+        metadata: obj.metadata.clone(),
+        spec: body.spec,
+        status: body.status,
+    };
     check_bounds(&da)?;
     Ok(da)
 }
