@@ -592,6 +592,11 @@ async fn sigkilled_operators_never_create_a_slot_twice_or_act_twice() {
         {
             break kids;
         }
+        // A kill between a child's recorded intent and its send stops that child InitiationUncertain (never
+        // guessed at): resolve it as a user would, after checking DigitalOcean.
+        let api: Api<DropletAction> = Api::namespaced(client.clone(), "default");
+        let all: Vec<DropletAction> = kids.iter().chain(&snap_kids).cloned().collect();
+        common::resend_uncertain(&api, &sim, &all).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
