@@ -123,6 +123,7 @@ impl DoClient {
         let page = self
             .list_droplet_actions(token, droplet, 1, DROPLET_PER_PAGE)
             .await?;
+        // 0 when the droplet has no action yet.
         Ok(page.items.iter().map(|a| a.id).max().unwrap_or(0))
     }
 }

@@ -119,12 +119,6 @@ pub(crate) fn initiation(
     })
 }
 
-/// The watermark for an intent: the highest action ID in the newest actions DigitalOcean listed (for the
-/// droplet, or account-wide for a tag). 0 when nothing is listed.
-pub fn watermark_of(listed: &[Action]) -> i64 {
-    listed.iter().map(|a| a.id).max().unwrap_or(0)
-}
-
 /// Folds the droplets found for a tag into the status: none is a final answer (Failed, NoDropletsWithTag).
 pub fn after_resolve_tag(
     input: &Input,

@@ -26,7 +26,7 @@ pub use adopt::{
     ADOPT_ANNOTATION, AdoptOutcome, RESEND_ANNOTATION, Resolution, adoption_candidates,
     after_adopt, after_adopt_given, window_end,
 };
-pub use initiate::{after_post, after_resolve_tag, watermark_of};
+pub use initiate::{after_post, after_resolve_tag};
 pub use state::{State, action_summary, state_of};
 pub use track::{after_track, after_track_error};
 use util::*;
