@@ -40,7 +40,7 @@ fn parse_phase(s: &str) -> Option<Phase> {
 }
 
 /// `(file name, text)` of every `dir/*.yaml` / `*.yml`, in name order (the order `kubectl apply -f dir/` uses).
-fn manifest_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
+pub(crate) fn manifest_files(dir: &Path) -> Result<Vec<(String, String)>, String> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
         .filter_map(Result::ok)

@@ -14,23 +14,12 @@ use crate::crd::DropletAction;
 
 /// Loads the schedule manifests of `dir` (none when it does not exist).
 pub fn load(dir: &Path) -> Result<Vec<(String, DropletActionSchedule)>, String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    if !dir.is_dir() {
         return Ok(vec![]);
-    };
-    let mut files: Vec<_> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| {
-            let file = p
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{file}: {e}"))?;
+    }
+    crate::demo::manifest_files(dir)?
+        .into_iter()
+        .map(|(file, text)| {
             let s: DropletActionSchedule =
                 serde_saphyr::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
             Ok((file, s))
