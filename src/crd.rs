@@ -482,13 +482,13 @@ pub struct DropletActionStatus {
 
     /// The last error DigitalOcean returned, in its own words (never the token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Box<LastError>>,
 
     /// An initiation that was recorded before the request to DigitalOcean and whose outcome is not known yet
     /// (the operator restarted, or the response was lost). The controller adopts the matching DigitalOcean
     /// action instead of sending the request again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_initiation: Option<PendingInitiation>,
+    pub pending_initiation: Option<Box<PendingInitiation>>,
 
     /// Transient-failure bookkeeping: the controller waits until nextAttemptTime before calling DigitalOcean
     /// again (capped exponential backoff that survives restarts).

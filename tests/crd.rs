@@ -350,7 +350,7 @@ mod admitted_objects_round_trip {
             let stored = admitted.unwrap();
             // Read the way the controller reads the watch: untyped first, then one object at a time.
             let raw: DynamicObject = serde_json::from_value(stored.clone()).unwrap();
-            let read = droplet_operator::controller::intake::read(&raw);
+            let read = droplet_operator::controller::intake::read_dynamic(&raw);
             prop_assert!(read.is_ok(), "{spec}: {read:?}");
             let read = read.unwrap();
             let again: DropletAction =

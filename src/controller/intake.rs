@@ -1,7 +1,7 @@
 //! Reading DropletActions from the watch without letting one object stop the others.
 //!
-//! The watch is made on untyped objects ([`DynamicObject`]) and each object is read into a [`DropletAction`]
-//! on its own. The CRD admits only values the operator can read, but an object written under an older CRD, or
+//! The watch is made on loosely typed objects ([`Stored`]: metadata, and spec and status as plain JSON) and each
+//! object is read into a [`DropletAction`] on its own. The CRD admits only values the operator can read, but an object written under an older CRD, or
 //! by a client that bypassed validation, may still not fit: such an object is *skipped* (it never reaches the
 //! cache or the reconciler, so the initial list, readiness and every other resource carry on) and *reported on
 //! the object itself*: a Warning event (reason `Unreadable`) and, where the API server takes it, a status
@@ -12,13 +12,16 @@
 
 use std::collections::HashMap;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{ApiResource, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -55,32 +58,118 @@ pub fn api_resource() -> ApiResource {
     ApiResource::erase::<DropletAction>(&())
 }
 
-/// The parts of a stored object besides its metadata, read in place from the untyped object's data.
-#[derive(serde::Deserialize)]
-struct Body {
-    spec: crd::DropletActionSpec,
+/// A stored DropletAction as the watch delivers it, before it is read: the metadata the controller uses, and
+/// spec and status as plain JSON, so that one object that does not fit the type fails alone (see [`read`]).
+///
+/// Decoding is lean because it runs for every object of every list page and watch event: `managedFields`
+/// (often most of an object), annotations (kubectl's last-applied copy of the whole object), owner references
+/// and the other metadata the controller never reads from its cache are skipped while parsing, never built.
+/// (The reconciler reads the annotations that resolve an uncertain initiation from a fresh GET.)
+#[derive(Clone, Debug, Deserialize)]
+pub struct Stored {
+    /// The metadata the controller reads.
+    #[serde(deserialize_with = "lean_metadata")]
+    pub metadata: ObjectMeta,
+    /// The spec, unread.
     #[serde(default)]
-    status: Option<crd::DropletActionStatus>,
+    pub spec: Value,
+    /// The status, unread.
+    #[serde(default)]
+    pub status: Value,
+}
+
+/// The part of `metadata` the controller reads; every other key is skipped by the parser.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LeanMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
+    generation: Option<i64>,
+    creation_timestamp: Option<Time>,
+    deletion_timestamp: Option<Time>,
+}
+
+fn lean_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    let m = LeanMeta::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        generation: m.generation,
+        creation_timestamp: m.creation_timestamp,
+        deletion_timestamp: m.deletion_timestamp,
+        ..ObjectMeta::default()
+    })
+}
+
+impl Resource for Stored {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        DropletAction::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        DropletAction::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        DropletAction::version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        DropletAction::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+fn unreadable(prefix: &str, e: serde_path_to_error::Error<serde_json::Error>) -> Unreadable {
+    let path = e.path().to_string();
+    Unreadable {
+        field: if path == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        },
+        problem: e.into_inner().to_string(),
+    }
 }
 
 /// Reads one stored object as a DropletAction: every field must deserialise and be within the CRD's bounds.
-/// Spec and status are read straight from the object's JSON (no copy of the whole object: this runs for every
-/// watch event).
-pub fn read(obj: &DynamicObject) -> Result<DropletAction, Unreadable> {
-    let body: Body = serde_path_to_error::deserialize(&obj.data).map_err(|e| {
-        let field = e.path().to_string();
-        Unreadable {
-            field: if field == "." { "spec".into() } else { field },
-            problem: e.into_inner().to_string(),
-        }
-    })?;
+pub fn read(obj: &Stored) -> Result<DropletAction, Unreadable> {
+    if obj.spec.is_null() {
+        return Err(Unreadable {
+            field: "spec".into(),
+            problem: "missing field `spec`".into(),
+        });
+    }
+    let spec: crd::DropletActionSpec =
+        serde_path_to_error::deserialize(&obj.spec).map_err(|e| unreadable("spec", e))?;
+    let status: Option<crd::DropletActionStatus> =
+        serde_path_to_error::deserialize(&obj.status).map_err(|e| unreadable("status", e))?;
     let da = DropletAction {
         metadata: obj.metadata.clone(),
-        spec: body.spec,
-        status: body.status,
+        spec,
+        status,
     };
     check_bounds(&da)?;
     Ok(da)
+}
+
+/// Reads an object fetched untyped (as tests and tools hold them) the way the watch reads it.
+pub fn read_dynamic(obj: &DynamicObject) -> Result<DropletAction, Unreadable> {
+    let stored = Stored {
+        metadata: obj.metadata.clone(),
+        spec: obj.data.get("spec").cloned().unwrap_or(Value::Null),
+        status: obj.data.get("status").cloned().unwrap_or(Value::Null),
+    };
+    read(&stored)
 }
 
 fn check_bounds(da: &DropletAction) -> Result<(), Unreadable> {
@@ -133,7 +222,7 @@ fn check_bounds(da: &DropletAction) -> Result<(), Unreadable> {
 #[derive(Debug)]
 pub enum Report {
     /// This object cannot be read.
-    Unreadable(Box<DynamicObject>, Unreadable),
+    Unreadable(Box<Stored>, Unreadable),
     /// This object is gone: forget what was reported about it.
     Deleted(String),
 }
@@ -141,10 +230,10 @@ pub enum Report {
 /// One watch event on untyped objects as a DropletAction event, or nothing for an object that cannot be read
 /// (sent to `reports` instead).
 pub fn convert(
-    ev: watcher::Event<DynamicObject>,
+    ev: watcher::Event<Stored>,
     reports: &mpsc::UnboundedSender<Report>,
 ) -> Option<watcher::Event<DropletAction>> {
-    let applied = |o: DynamicObject| match read(&o) {
+    let applied = |o: Stored| match read(&o) {
         Ok(da) => Some(da),
         Err(why) => {
             let _ = reports.send(Report::Unreadable(Box::new(o), why));
@@ -189,7 +278,7 @@ pub async fn report_unreadable(
                 let message = why.message();
                 let uid = obj.uid().unwrap_or_default();
                 let already = reported.get(&uid) == Some(&message)
-                    || obj.data.pointer("/status/message").and_then(|m| m.as_str())
+                    || obj.status.pointer("/message").and_then(|m| m.as_str())
                         == Some(message.as_str());
                 if already {
                     continue;
@@ -201,7 +290,7 @@ pub async fn report_unreadable(
     }
 }
 
-async fn report(client: &Client, events: &Publisher, obj: &DynamicObject, message: &str) {
+async fn report(client: &Client, events: &Publisher, obj: &Stored, message: &str) {
     let namespace = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     warn!(%namespace, %name, %message, "skipping a DropletAction that cannot be read");
@@ -255,7 +344,7 @@ async fn report(client: &Client, events: &Publisher, obj: &DynamicObject, messag
 mod tests {
     use super::*;
 
-    fn obj(spec: serde_json::Value) -> DynamicObject {
+    fn obj(spec: serde_json::Value) -> Stored {
         serde_json::from_value(json!({
             "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
             "metadata": {"name": "x", "namespace": "default", "uid": "u1"},
@@ -294,6 +383,37 @@ mod tests {
             "{}",
             e.message()
         );
+    }
+
+    #[test]
+    fn metadata_the_controller_never_reads_is_not_decoded() {
+        // Watch events as the emulator writes them (keys sorted: "object" before "type") and with the metadata
+        // a real API server adds; managedFields in a shape ObjectMeta could not even read are skipped unparsed.
+        let line = r#"{"object":{"apiVersion":"droplet-operator.dev/v1alpha1","kind":"DropletAction",
+            "metadata":{"name":"x","namespace":"default","uid":"u1","resourceVersion":"7","generation":1,
+              "creationTimestamp":"2026-01-01T00:00:00Z","labels":{"a":"b"},
+              "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}"},
+              "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}, 42]},
+            "spec":{"type":"reboot","dropletId":1},"status":{"phase":"Pending"}},"type":"ADDED"}"#;
+        let ev: kube::api::WatchEvent<Stored> = serde_json::from_str(line).unwrap();
+        let kube::api::WatchEvent::Added(o) = ev else {
+            panic!("expected ADDED")
+        };
+        assert_eq!(o.metadata.resource_version.as_deref(), Some("7"));
+        assert!(o.metadata.managed_fields.is_none() && o.metadata.annotations.is_none());
+        let da = read(&o).unwrap();
+        assert_eq!(da.spec.droplet_id, Some(1));
+        assert_eq!(da.phase(), crd::Phase::Pending);
+        assert_eq!(da.metadata.uid.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn a_missing_spec_or_a_bad_status_is_named() {
+        let mut o = obj(json!({"type": "reboot", "dropletId": 1}));
+        o.status = json!({"phase": "Exploded"});
+        assert_eq!(read(&o).unwrap_err().field, "status.phase");
+        o.spec = Value::Null;
+        assert_eq!(read(&o).unwrap_err().field, "spec");
     }
 
     #[test]

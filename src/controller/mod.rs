@@ -73,9 +73,9 @@
 //! event") waits with backoff (`DropletBusy`) until the deadline.
 //!
 //! # One bad object stops nobody
-//! See [`intake`]: the watch reads untyped objects and converts each one alone; an object that cannot be read is
-//! reported on itself (Warning event and Stalled condition, reason `Unreadable`, naming the field) and skipped, so
-//! the initial list, readiness and every other resource carry on.
+//! See [`intake`]: the watch reads loosely typed objects (spec and status as plain JSON) and converts each one
+//! alone; an object that cannot be read is reported on itself (Warning event and Stalled condition, reason
+//! `Unreadable`, naming the field) and skipped, so the initial list, readiness and every other resource carry on.
 //!
 //! # Few API calls
 //! See [`tracker`]: completion is polled adaptively per type, and many in-flight actions are observed with one
@@ -189,6 +189,9 @@ pub struct RunOptions {
     pub leader: Option<Arc<AtomicBool>>,
 }
 
+/// Objects per page of the watch's list requests.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     client: Client,
@@ -198,16 +201,15 @@ pub async fn run(
     ready: Option<tokio::sync::watch::Sender<bool>>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Watched untyped and read one object at a time (see [`intake`]): an object that cannot be read is reported
+    // Watched loosely typed and read one object at a time (see [`intake`]): an object that cannot be read is reported
     // and skipped instead of failing the whole list.
-    let resource = intake::api_resource();
-    let apis: Vec<Api<kube::core::DynamicObject>> = if options.namespaces.is_empty() {
-        vec![Api::all_with(client.clone(), &resource)]
+    let apis: Vec<Api<intake::Stored>> = if options.namespaces.is_empty() {
+        vec![Api::all(client.clone())]
     } else {
         options
             .namespaces
             .iter()
-            .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
+            .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
     };
     let recorder = crate::events::Publisher::new(
@@ -241,25 +243,32 @@ pub async fn run(
         let all_flags = synced.clone();
         let ready_signal = ready_signal.clone();
         let reports = reports_tx.clone();
-        let stream = watcher(api, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .filter_map(move |ev| {
-                let converted = ev.map(|ev| intake::convert(ev, &reports)).transpose();
-                std::future::ready(converted)
-            })
-            .modify(slim_for_cache)
-            .reflect(writer)
-            .inspect_ok(move |ev| {
-                let first_sync =
-                    matches!(ev, watcher::Event::InitDone) && !flag.swap(true, Ordering::SeqCst);
-                if first_sync && all_flags.iter().all(|f| f.load(Ordering::SeqCst)) {
-                    info!("caches synced");
-                    if let Some(r) = &ready_signal {
-                        let _ = r.send(true);
-                    }
+        // Pages of 100 (kube's default is 500): a page is decoded whole before its objects are read and slimmed,
+        // so the page size bounds the memory a re-list needs on top of the cache.
+        let stream = watcher(
+            api,
+            watcher::Config::default()
+                .any_semantic()
+                .page_size(LIST_PAGE_SIZE),
+        )
+        .default_backoff()
+        .filter_map(move |ev| {
+            let converted = ev.map(|ev| intake::convert(ev, &reports)).transpose();
+            std::future::ready(converted)
+        })
+        .modify(slim_for_cache)
+        .reflect(writer)
+        .inspect_ok(move |ev| {
+            let first_sync =
+                matches!(ev, watcher::Event::InitDone) && !flag.swap(true, Ordering::SeqCst);
+            if first_sync && all_flags.iter().all(|f| f.load(Ordering::SeqCst)) {
+                info!("caches synced");
+                if let Some(r) = &ready_signal {
+                    let _ = r.send(true);
                 }
-            })
-            .applied_objects();
+            }
+        })
+        .applied_objects();
         stores.push(reader.clone());
         controllers.push(Controller::for_stream(stream, reader).with_config(config.clone()));
     }
@@ -339,9 +348,11 @@ pub async fn run(
 }
 
 /// What the controller keeps of a DropletAction in its cache (10,000 cached resources must stay cheap).
-/// managedFields and annotations (kubectl's last-applied copy of the spec) are never read. A finished resource
-/// only needs its phase, completion time, action IDs and droplets: decisions on it never change its status, so
-/// the write-only-if-changed comparison against this copy stays exact.
+/// managedFields and annotations (kubectl's last-applied copy of the spec) are never read (the intake does not
+/// even decode them, see [`intake::Stored`]). A finished resource only needs its phase, completion time, action
+/// IDs and droplets (the ordering gate skips it, adoption excludes its action IDs, the TTL reads the completion
+/// time): decisions on it never change its status, so the write-only-if-changed comparison against this copy
+/// stays exact. Every string dropped here is a heap allocation less per finished resource.
 pub fn slim_for_cache(da: &mut DropletAction) {
     da.managed_fields_mut().clear();
     da.metadata.annotations = None;
@@ -351,10 +362,17 @@ pub fn slim_for_cache(da: &mut DropletAction) {
         st.conditions = Vec::new();
         st.message = None;
         st.last_error = None;
+        st.reason = None;
+        st.target = None;
+        st.action_summary = None;
+        st.creation_revision = None;
         for a in st.actions.iter_mut() {
             a.region_slug = None;
             a.droplet_status = None;
+            a.type_ = String::new();
+            a.status = String::new();
         }
+        st.actions.shrink_to_fit();
     }
 }
 

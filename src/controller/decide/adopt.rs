@@ -271,10 +271,10 @@ fn adopted(
     st.pending_initiation =
         if !remaining.is_empty() && !window_over && found_droplets.len() < intent.droplet_ids.len()
         {
-            Some(PendingInitiation {
+            Some(Box::new(PendingInitiation {
                 droplet_ids: remaining,
                 ..intent.clone()
-            })
+            }))
         } else {
             None
         };

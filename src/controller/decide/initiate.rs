@@ -81,7 +81,7 @@ pub(crate) fn initiation(
         Ok(r) => r,
         Err(msg) => return finish(st, input, Phase::Failed, reasons::REJECTED, msg),
     };
-    st.pending_initiation = Some(PendingInitiation {
+    st.pending_initiation = Some(Box::new(PendingInitiation {
         attempt,
         type_: type_.as_str().to_string(),
         requested_at: Time(input.now),
@@ -91,7 +91,7 @@ pub(crate) fn initiation(
         send_ended_at: None,
         uncertain: false,
         resend: replaces.is_some(),
-    });
+    }));
     let phase = st
         .phase
         .filter(|p| *p == Phase::Running)
@@ -235,7 +235,7 @@ pub fn after_post(
                 p.sent = true;
                 p.send_ended_at = Some(Time(now));
             }
-            st.last_error = Some(last_error(&error, now));
+            st.last_error = Some(Box::new(last_error(&error, now)));
             let msg = format!(
                 "{}; the request may have reached DigitalOcean, so the controller looks for the action it may have started and does not send it again",
                 describe_error(&error)
@@ -263,7 +263,7 @@ pub fn after_post(
         }) => {
             let busy = error.kind() == ErrorKind::DropletBusy;
             let intent = st.pending_initiation.take();
-            st.last_error = Some(last_error(&error, now));
+            st.last_error = Some(Box::new(last_error(&error, now)));
             // A re-send of an uncertain intent refused because the droplet is busy: the earlier request may be
             // what keeps it busy. Look for it again instead of sending once more.
             if busy && let Some(mut p) = intent.clone().filter(|p| p.resend) {

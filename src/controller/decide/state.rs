@@ -64,7 +64,7 @@ pub fn state_of(input: &Input, st: &DropletActionStatus) -> State {
         TokenState::Available(t) => t.clone(),
     };
     if let Some(intent) = &st.pending_initiation {
-        let intent = intent.clone();
+        let intent = PendingInitiation::clone(intent);
         return if intent.uncertain {
             State::Uncertain { intent, token }
         } else {

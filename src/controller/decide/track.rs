@@ -46,7 +46,7 @@ pub fn after_track_error(input: &Input, status: &DropletActionStatus, error: &Do
     if !error.is_transient() && error.kind() != ErrorKind::DropletBusy {
         return failed_by(st, input, error);
     }
-    st.last_error = Some(last_error(error, input.now));
+    st.last_error = Some(Box::new(last_error(error, input.now)));
     let delay = schedule_retry(&mut st, input, error, input.config.retry_max);
     let msg = format!(
         "checking the action's progress failed: {}; retrying in {}s",

@@ -130,7 +130,7 @@ pub(crate) fn finish(
 
 /// A permanent DigitalOcean error (401, 403, 404, invalid request): Failed with DigitalOcean's words, no retry.
 pub(crate) fn failed_by(mut st: DropletActionStatus, input: &Input, error: &DoError) -> Update {
-    st.last_error = Some(last_error(error, input.now));
+    st.last_error = Some(Box::new(last_error(error, input.now)));
     finished(
         st,
         input,

@@ -30,7 +30,7 @@ fn adoption_takes_the_matching_unclaimed_action() {
 
     let s = spec(json!({"type": "reboot", "dropletId": 7}));
     let mut st = DropletActionStatus {
-        pending_initiation: Some(intent.clone()),
+        pending_initiation: Some(Box::new(intent.clone())),
         ..Default::default()
     };
     st.phase = Some(Phase::Pending);
@@ -133,7 +133,7 @@ fn the_window_runs_from_the_end_of_the_send_not_from_the_intent() {
     );
     let s = spec(json!({"type": "reboot", "dropletId": 7}));
     let st = DropletActionStatus {
-        pending_initiation: Some(intent.clone()),
+        pending_initiation: Some(Box::new(intent.clone())),
         phase: Some(Phase::Pending),
         ..Default::default()
     };
@@ -177,7 +177,7 @@ fn a_resend_refused_as_busy_looks_for_the_first_request_again() {
         phase: Some(Phase::Pending),
         ..Default::default()
     };
-    st.pending_initiation = Some(reboot_intent(t(0), true, Some(30), Some(1), true));
+    st.pending_initiation = Some(Box::new(reboot_intent(t(0), true, Some(30), Some(1), true)));
     let mut i = input(&s, &st, t(1000), &c);
     i.resolution = Resolution::Resend;
     let mut init = expect_initiate(decide(&i));
@@ -209,7 +209,7 @@ fn an_adopt_annotation_adopts_only_a_fitting_action() {
     let intent = reboot_intent(t(0), true, Some(30), Some(1), true);
     let st = DropletActionStatus {
         phase: Some(Phase::Pending),
-        pending_initiation: Some(intent.clone()),
+        pending_initiation: Some(Box::new(intent.clone())),
         ..Default::default()
     };
     let mut i = input(&s, &st, t(1000), &c);
@@ -336,7 +336,7 @@ fn two_unclaimed_matches_are_not_guessed_between() {
     let intent = reboot_intent(t(0), true, Some(20), Some(1), false);
     let st = DropletActionStatus {
         phase: Some(Phase::Pending),
-        pending_initiation: Some(intent.clone()),
+        pending_initiation: Some(Box::new(intent.clone())),
         ..Default::default()
     };
     // Ours, and another client's reboot of the same droplet: which one the request started is unknowable.

@@ -165,3 +165,40 @@ mod initiate;
 
 static PRIOR_POLICY: std::sync::LazyLock<crate::controller::polling::Policy> =
     std::sync::LazyLock::new(crate::controller::polling::Policy::prior_only);
+
+/// The cache keeps a slim copy of finished resources (`controller::slim_for_cache`); deciding on that copy must
+/// change nothing, or the reconciler would write the dropped fields away.
+#[test]
+fn a_finished_resource_slimmed_for_the_cache_decides_no_change() {
+    let mut da: crate::crd::DropletAction = serde_json::from_value(json!({
+        "apiVersion": "droplet-operator.dev/v1alpha1", "kind": "DropletAction",
+        "metadata": {"name": "x", "namespace": "default", "uid": "u1",
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {"type": "reboot", "dropletId": 7, "ttlSecondsAfterFinished": 60},
+        "status": {"phase": "Succeeded", "reason": "Completed", "message": "done", "target": "droplet/7",
+                   "actionSummary": "11", "creationRevision": "5", "dropletIds": [7],
+                   "completionTime": "2026-01-01T00:00:06Z",
+                   "actions": [{"id": 11, "dropletId": 7, "type": "reboot", "status": "completed",
+                                "attempt": 1, "regionSlug": "nyc3"}]},
+    }))
+    .unwrap();
+    crate::controller::slim_for_cache(&mut da);
+    assert!(da.metadata.annotations.is_none());
+    let st = da.status.clone().unwrap();
+    assert_eq!(st.phase, Some(Phase::Succeeded));
+    assert_eq!((st.actions[0].id, st.actions[0].droplet_id), (11, 7));
+    assert_eq!(st.droplet_ids, vec![7]);
+    assert!(st.reason.is_none() && st.target.is_none() && st.conditions.is_empty());
+    let c = cfg();
+    let done = Timestamp::from_second(1_767_225_606).unwrap();
+    // Before the TTL: the same status, woken when the TTL is due.
+    let u = expect_update(decide(&input(&da.spec, &st, done, &c)));
+    assert_eq!(u.status, st);
+    assert_eq!(u.requeue, Some(Duration::from_secs(60)));
+    // After it: deleted, nothing written.
+    let later = Timestamp::from_second(1_767_225_666).unwrap();
+    assert!(matches!(
+        decide(&input(&da.spec, &st, later, &c)),
+        Next::Delete
+    ));
+}
