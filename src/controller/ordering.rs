@@ -196,20 +196,22 @@ pub fn gate(me: &DropletAction, all: &[Arc<DropletAction>], finished: &BTreeSet<
     // (holds the droplet, order, droplet, why it cannot start)
     let mut blockers: Vec<(bool, SortKey, i64, Option<String>)> = Vec::new();
     for other in all {
-        if is_same(me, other) || other.phase().is_terminal() {
-            continue;
-        }
-        if other
-            .metadata
-            .uid
-            .as_ref()
-            .is_some_and(|u| finished.contains(u))
-        {
+        // Cheapest tests first: this loop visits every cached resource.
+        if other.phase().is_terminal() {
             continue;
         }
         let Some(shared) = shared_droplet(other, &mine) else {
             continue;
         };
+        if is_same(me, other)
+            || other
+                .metadata
+                .uid
+                .as_ref()
+                .is_some_and(|u| finished.contains(u))
+        {
+            continue;
+        }
         let holds = holds_droplets(other);
         let key = sort_key(other);
         if holds {
@@ -251,7 +253,7 @@ pub fn waiting_on(me: &DropletAction, all: &[Arc<DropletAction>]) -> Vec<Arc<Dro
     let mine = droplets(me);
     all.iter()
         .filter(|o| {
-            !is_same(me, o) && !o.phase().is_terminal() && shared_droplet(o, &mine).is_some()
+            !o.phase().is_terminal() && shared_droplet(o, &mine).is_some() && !is_same(me, o)
         })
         .cloned()
         .collect()

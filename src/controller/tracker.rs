@@ -21,6 +21,9 @@ use crate::digitalocean::{Action, ActionStatus, DoClient, DoError, ErrorKind, To
 
 /// How long an observation is kept after it was last needed.
 const CACHE_TTL: Duration = Duration::from_secs(600);
+/// How often the cache is swept for observations older than [`CACHE_TTL`] (a sweep visits every cached action,
+/// up to `MAX_LIST_PAGES × PER_PAGE` per list: once per observation was a tenth of the operator's CPU).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Pages of `/v2/actions` read at most per refresh (each observes 200 actions; the loop stops at the oldest one
 /// still wanted, so more pages only cost when that many actions are in flight, and still less than one GET each).
 const MAX_LIST_PAGES: u32 = 10;
@@ -36,6 +39,8 @@ struct TokenState {
     list_forbidden: bool,
     /// Wanted actions not yet seen finished, with when they were last asked for: the actions one list serves.
     in_flight: HashMap<i64, Instant>,
+    /// When the cache was last swept.
+    last_prune: Option<Instant>,
 }
 
 /// Shared action-status cache, one per operator.
@@ -164,8 +169,14 @@ impl Tracker {
             self.learn([&action]);
             st.cache.insert(id, (action, Instant::now()));
         }
-        st.cache
-            .retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+        if st
+            .last_prune
+            .is_none_or(|p| now.duration_since(p) >= PRUNE_EVERY)
+        {
+            st.cache
+                .retain(|_, (_, at)| now.duration_since(*at) < CACHE_TTL);
+            st.last_prune = Some(now);
+        }
         let TokenState {
             cache, in_flight, ..
         } = &mut *st;
