@@ -276,7 +276,6 @@ mod admitted_objects_round_trip {
         DropletAction, MAX_DEADLINE_SECONDS, MAX_ID, MAX_POWER_OFF_AFTER_SECONDS,
         MAX_TTL_SECONDS_AFTER_FINISHED,
     };
-    use kube::core::DynamicObject;
     use proptest::prelude::*;
 
     /// An integer in `lo..=hi`, often one of the bounds.
@@ -348,9 +347,10 @@ mod admitted_objects_round_trip {
             let admitted = admit(&v, da(spec.clone()));
             prop_assert!(admitted.is_ok(), "the generator made an invalid object: {spec} {admitted:?}");
             let stored = admitted.unwrap();
-            // Read the way the controller reads the watch: untyped first, then one object at a time.
-            let raw: DynamicObject = serde_json::from_value(stored.clone()).unwrap();
-            let read = droplet_operator::controller::intake::read_dynamic(&raw);
+            // Read the way the controller reads the watch: loosely typed first, then one object at a time.
+            let raw: droplet_operator::controller::intake::Stored =
+                serde_json::from_value(stored.clone()).unwrap();
+            let read = droplet_operator::controller::intake::read(&raw);
             prop_assert!(read.is_ok(), "{spec}: {read:?}");
             let read = read.unwrap();
             let again: DropletAction =

@@ -1,8 +1,8 @@
 //! Reading DropletActions from the watch without letting one object stop the others.
 //!
 //! The watch is made on loosely typed objects ([`Stored`]: metadata, and spec and status as plain JSON) and each
-//! object is read into a [`DropletAction`] on its own. The CRD admits only values the operator can read, but an object written under an older CRD, or
-//! by a client that bypassed validation, may still not fit: such an object is *skipped* (it never reaches the
+//! object is read into a [`DropletAction`] on its own. The CRD admits only values the operator can read, but an
+//! object written under an older CRD, or by a client that bypassed validation, may still not fit: such an object is *skipped* (it never reaches the
 //! cache or the reconciler, so the initial list, readiness and every other resource carry on) and *reported on
 //! the object itself*: a Warning event (reason `Unreadable`) and, where the API server takes it, a status
 //! condition (Ready False, Stalled True, reason `Unreadable`) whose message names the field and the fix. The
@@ -160,16 +160,6 @@ pub fn read(obj: &Stored) -> Result<DropletAction, Unreadable> {
     };
     check_bounds(&da)?;
     Ok(da)
-}
-
-/// Reads an object fetched untyped (as tests and tools hold them) the way the watch reads it.
-pub fn read_dynamic(obj: &DynamicObject) -> Result<DropletAction, Unreadable> {
-    let stored = Stored {
-        metadata: obj.metadata.clone(),
-        spec: obj.data.get("spec").cloned().unwrap_or(Value::Null),
-        status: obj.data.get("status").cloned().unwrap_or(Value::Null),
-    };
-    read(&stored)
 }
 
 fn check_bounds(da: &DropletAction) -> Result<(), Unreadable> {

@@ -105,7 +105,7 @@ use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -348,14 +348,12 @@ pub async fn run(
 }
 
 /// What the controller keeps of a DropletAction in its cache (10,000 cached resources must stay cheap).
-/// managedFields and annotations (kubectl's last-applied copy of the spec) are never read (the intake does not
-/// even decode them, see [`intake::Stored`]). A finished resource only needs its phase, completion time, action
+/// managedFields and annotations (kubectl's last-applied copy of the spec) never get here: the intake does not
+/// decode them (see [`intake::Stored`]). A finished resource only needs its phase, completion time, action
 /// IDs and droplets (the ordering gate skips it, adoption excludes its action IDs, the TTL reads the completion
 /// time): decisions on it never change its status, so the write-only-if-changed comparison against this copy
 /// stays exact. Every string dropped here is a heap allocation less per finished resource.
 pub fn slim_for_cache(da: &mut DropletAction) {
-    da.managed_fields_mut().clear();
-    da.metadata.annotations = None;
     if let Some(st) = da.status.as_mut()
         && st.phase.is_some_and(crate::crd::Phase::is_terminal)
     {
