@@ -275,7 +275,8 @@ pub async fn run(
     drop(reports_tx);
     let ctx = Arc::new(Context {
         client: client.clone(),
-        tracker: tracker::Tracker::new(do_client.clone(), options.decide.poll_scale),
+        tracker: tracker::Tracker::new(do_client.clone(), options.decide.poll_scale)
+            .with_wake(wake_tx.clone()),
         do_client,
         default_token: options.default_token.clone(),
         stores: stores.clone(),

@@ -273,6 +273,12 @@ pub fn align(delay: f64, now_secs: f64, scale: f64) -> f64 {
     (aligned - now_secs).max(0.0)
 }
 
+/// How much earlier than its recomputed due time a woken poll still goes ahead: one grid step and a little
+/// (a schedule computed a few milliseconds after an observation can land on the next grid point).
+pub fn due_slack(scale: f64) -> Duration {
+    Duration::from_secs_f64(1.05 * GRID * scale.clamp(0.001, 1000.0))
+}
+
 /// How old a cached observation may be when a poll is due `interval` from the previous one: up to a third of
 /// the gap and less than half a grid step, so polls due at the same grid point share one list call but a poll
 /// never takes the previous grid point's list for a new one.
@@ -314,7 +320,8 @@ impl Policy {
     }
 
     /// When to poll an action of `type_` that has run `elapsed` at `now`: `scale` is `--poll-scale`,
-    /// `budget_factor` (>= 1) the rate budget's stretch. The poll lands on the token's shared grid ([`align`]).
+    /// `budget_factor` (>= 1) the rate budget's stretch. When other actions of the token are in flight the poll
+    /// lands on the token's shared grid ([`align`]).
     pub fn interval_at(
         &self,
         type_: ActionType,
@@ -324,6 +331,10 @@ impl Policy {
         now: jiff::Timestamp,
     ) -> Duration {
         let d = self.interval(type_, elapsed, scale, budget_factor);
+        if self.sharing < 2 {
+            // Nothing to share a list with: the grid would only make the poll later.
+            return d;
+        }
         let now_secs = (now.as_millisecond() % 86_400_000) as f64 / 1000.0;
         let secs = align(d.as_secs_f64(), now_secs, scale);
         Duration::from_secs_f64(secs.max(0.001))

@@ -134,6 +134,16 @@ fn wake_waiters(ctx: &Context, obj: &DropletAction) {
     }
 }
 
+/// The IDs of the resource's actions not yet seen finished.
+fn in_flight_ids(status: &DropletActionStatus) -> Vec<i64> {
+    status
+        .actions
+        .iter()
+        .filter(|a| !crate::digitalocean::ActionStatus::from(a.status.as_str()).is_terminal())
+        .map(|a| a.id)
+        .collect()
+}
+
 fn requeue(d: Option<Duration>) -> Requeue {
     match d {
         Some(d) => Requeue::requeue(d.max(Duration::from_millis(20))),
@@ -222,12 +232,13 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
         } else {
             Gate::Free
         };
-        let (budget, policy) = match &token {
+        let (budget, policy, last_observed) = match &token {
             TokenState::Available(t) => (
                 budget_factor(&ctx.do_client.budget(t)),
                 ctx.tracker.policy(t),
+                ctx.tracker.last_observed(t, &in_flight_ids(&status)),
             ),
-            TokenState::Missing(_) => (1.0, super::polling::Policy::prior_only()),
+            TokenState::Missing(_) => (1.0, super::polling::Policy::prior_only(), None),
         };
         let input = Input {
             spec: &spec,
@@ -239,6 +250,7 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
             budget_factor: budget,
             polling: &policy,
             tracked,
+            last_observed,
             resolution: resolution.clone(),
             config: &ctx.config,
         };
@@ -359,7 +371,12 @@ pub async fn reconcile(obj: Arc<DropletAction>, ctx: Arc<Context>) -> Result<Req
                 } else {
                     match ctx
                         .tracker
-                        .observe(&t.token, &t.in_progress, t.max_age)
+                        .observe(
+                            &t.token,
+                            &t.in_progress,
+                            t.max_age,
+                            &ObjectRef::from_obj(&obj),
+                        )
                         .await
                     {
                         Ok(o) => {
@@ -515,7 +532,9 @@ async fn initiate(
         .initiation(init.type_.as_str(), result.as_ref().err());
     if let Ok(actions) = &result {
         // The POST's answer is an observation: the wake-up our status write causes needs no poll.
-        ctx.tracker.record(&token, actions).await;
+        ctx.tracker
+            .record(&token, actions, &ObjectRef::from_obj(&obj))
+            .await;
     }
     // 6. The outcome, action IDs first. A conflicting write is re-applied to the newer object: returned IDs are
     //    never dropped.

@@ -16,7 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube::runtime::reflector::ObjectRef;
+use tokio::sync::mpsc::UnboundedSender;
+
 use super::polling::{self, Learner, Policy};
+use crate::crd::DropletAction;
 use crate::digitalocean::{Action, ActionStatus, DoClient, DoError, ErrorKind, Token};
 
 /// How long an observation is kept after it was last needed.
@@ -38,8 +42,9 @@ struct TokenState {
     /// The newest action ID the last list returned: anything newer started after that list.
     newest_listed: Option<i64>,
     list_forbidden: bool,
-    /// Wanted actions not yet seen finished, with when they were last asked for: the actions one list serves.
-    in_flight: HashMap<i64, Instant>,
+    /// Wanted actions not yet seen finished, with when they were last asked for and by which resource: the
+    /// actions one list serves.
+    in_flight: HashMap<i64, (Instant, ObjectRef<DropletAction>)>,
     /// When the cache was last swept.
     last_prune: Option<Instant>,
 }
@@ -55,6 +60,8 @@ pub struct Tracker {
     sharing: Arc<Mutex<HashMap<String, usize>>>,
     /// `--poll-scale`: the simulator's clock runs this much faster.
     scale: f64,
+    /// Wakes a resource whose action a list made for others saw finish (its reconcile then reads the cache).
+    wake: Option<UnboundedSender<ObjectRef<DropletAction>>>,
 }
 
 impl Tracker {
@@ -66,7 +73,15 @@ impl Tracker {
             learner: Arc::default(),
             sharing: Arc::default(),
             scale,
+            wake: None,
         }
+    }
+
+    /// Sends the resources whose actions a list saw finish, while they were not the ones asking, to `wake`:
+    /// their next poll may be far off (a stretched schedule), and what the list found costs nothing to read.
+    pub fn with_wake(mut self, wake: UnboundedSender<ObjectRef<DropletAction>>) -> Tracker {
+        self.wake = Some(wake);
+        self
     }
 
     /// The polling policy for actions of `token` now.
@@ -95,15 +110,52 @@ impl Tracker {
         }
     }
 
-    /// Records actions just returned by a POST as observed now.
-    pub async fn record(&self, token: &Token, actions: &[Action]) {
+    /// When the oldest of `ids`' cached observations was made (a POST's answer counts as one), or None when
+    /// one of them is not cached or already finished, `ids` is empty, or the token's cache is busy (a list is
+    /// being read: the caller then polls and shares that list).
+    pub fn last_observed(&self, token: &Token, ids: &[i64]) -> Option<jiff::Timestamp> {
+        if ids.is_empty() {
+            return None;
+        }
+        let state = self.state_for(token);
+        let st = state.try_lock().ok()?;
+        let mut oldest: Option<Instant> = None;
+        for id in ids {
+            let (a, at) = st.cache.get(id)?;
+            if a.status.is_terminal() {
+                // Finished in a list the resource has not read yet: reading it is free, so it is due now.
+                return None;
+            }
+            oldest = Some(oldest.map_or(*at, |o| o.min(*at)));
+        }
+        let age = oldest?.elapsed();
+        let age = jiff::SignedDuration::try_from(age).ok()?;
+        jiff::Timestamp::now().checked_sub(age).ok()
+    }
+
+    /// Records actions of `owner` just returned by a POST as observed now.
+    pub async fn record(
+        &self,
+        token: &Token,
+        actions: &[Action],
+        owner: &ObjectRef<DropletAction>,
+    ) {
         let state = self.state_for(token);
         let mut st = state.lock().await;
         let now = Instant::now();
         for a in actions {
             st.cache.insert(a.id, (a.clone(), now));
-            st.in_flight.insert(a.id, now);
+            st.in_flight.insert(a.id, (now, owner.clone()));
         }
+        // The next action of a burst already schedules its polls as a shared one.
+        self.set_sharing(token, st.in_flight.len());
+    }
+
+    fn set_sharing(&self, token: &Token, n: usize) {
+        self.sharing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.fingerprint(), n);
     }
 
     fn learn<'a>(&self, actions: impl IntoIterator<Item = &'a Action>) {
@@ -118,23 +170,26 @@ impl Tracker {
         map.entry(token.fingerprint()).or_default().clone()
     }
 
-    /// The current status of each wanted `(droplet, action)`, no older than `max_age`.
+    /// The current status of each wanted `(droplet, action)` of `owner`, no older than `max_age`.
     pub async fn observe(
         &self,
         token: &Token,
         wanted: &[(i64, i64)],
         max_age: Duration,
+        owner: &ObjectRef<DropletAction>,
     ) -> Result<BTreeMap<i64, Action>, DoError> {
         let state = self.state_for(token);
         let mut st = state.lock().await;
         let now = Instant::now();
         for (_, id) in wanted {
-            st.in_flight.insert(*id, now);
+            st.in_flight.insert(*id, (now, owner.clone()));
         }
+        // A finished action does not change again: its cached observation is fresh at any age (a list made for
+        // other resources already answered this one).
         let fresh = |st: &TokenState, id: i64| {
             st.cache
                 .get(&id)
-                .is_some_and(|(_, at)| now.duration_since(*at) <= max_age)
+                .is_some_and(|(a, at)| a.status.is_terminal() || now.duration_since(*at) <= max_age)
         };
         let mut stale: Vec<(i64, i64)> = wanted
             .iter()
@@ -181,16 +236,25 @@ impl Tracker {
         let TokenState {
             cache, in_flight, ..
         } = &mut *st;
-        in_flight.retain(|id, asked| {
-            now.duration_since(*asked) < CACHE_TTL
-                && cache
-                    .get(id)
-                    .is_none_or(|(a, _)| a.status == ActionStatus::InProgress)
+        let mut finished_elsewhere = Vec::new();
+        in_flight.retain(|id, (asked, who)| {
+            let running = cache
+                .get(id)
+                .is_none_or(|(a, _)| a.status == ActionStatus::InProgress);
+            if !running && who != owner {
+                finished_elsewhere.push(who.clone());
+            }
+            now.duration_since(*asked) < CACHE_TTL && running
         });
-        self.sharing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.fingerprint(), in_flight.len());
+        if let Some(wake) = &self.wake {
+            finished_elsewhere
+                .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            finished_elsewhere.dedup();
+            for who in finished_elsewhere {
+                let _ = wake.send(who);
+            }
+        }
+        self.set_sharing(token, in_flight.len());
         Ok(wanted
             .iter()
             .filter_map(|(_, id)| st.cache.get(id).map(|(a, _)| (*id, a.clone())))

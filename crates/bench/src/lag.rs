@@ -24,7 +24,7 @@ use kube::api::PostParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Map, Value, json};
 
-use do_sim::{ActionStatus, DEFAULT_SIM_TOKEN, SimHandle};
+use do_sim::{ActionStatus, DEFAULT_SIM_TOKEN, RequestRecord, SimHandle};
 use droplet_operator::crd::DropletAction;
 
 use super::{
@@ -292,6 +292,7 @@ async fn operator_run(
             .items;
         let c = check_range(&env.sim, &items, s.history..droplets);
         let reqs = env.sim.requests();
+        trace_requests(spec, &reqs);
         let counts = count(&reqs);
         let seen = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let out = Outcome {
@@ -310,6 +311,27 @@ async fn operator_run(
     .await;
     env.stop().await;
     result
+}
+
+/// With `BENCH_TRACE` set, prints the operator's DigitalOcean requests of a lag scenario to stderr (time
+/// since the first one, method, path, query): to see when the polls happen, not a figure.
+fn trace_requests(spec: &LagSpec, reqs: &[RequestRecord]) {
+    if std::env::var_os("BENCH_TRACE").is_none() {
+        return;
+    }
+    let Some(t0) = reqs.first().map(|r| r.time) else {
+        return;
+    };
+    for r in reqs {
+        let at = r.time.duration_since(t0).as_secs_f64();
+        eprintln!(
+            "trace {} {at:9.3} {} {} {}",
+            spec.name,
+            r.method,
+            r.path,
+            r.query.as_deref().unwrap_or("")
+        );
+    }
 }
 
 /// One reference-polled action: calls made, action ID, when it was seen finished (None: gave up).

@@ -71,6 +71,10 @@ pub struct Input<'a> {
     pub polling: &'a crate::controller::polling::Policy,
     /// Actions were already polled in this reconcile: do not poll again, schedule the next poll.
     pub tracked: bool,
+    /// When the tracker last observed this resource's actions in flight (the POST's answer counts), if it has
+    /// them cached: a wake-up before the poll that observation makes due under the current rate budget does
+    /// not poll (see `on_active`). None: poll when woken.
+    pub last_observed: Option<Timestamp>,
     /// What the resource's annotations ask for an uncertain initiation.
     pub resolution: Resolution,
     pub config: &'a DecideConfig,

@@ -386,3 +386,34 @@ fn a_failed_poll_is_not_retried_before_its_backoff_even_when_woken() {
         Next::Track(_)
     ));
 }
+
+#[test]
+fn a_wake_up_before_the_stretched_poll_waits_instead_of_polling() {
+    let s = spec(json!({"type": "reboot", "dropletId": 7}));
+    let c = cfg();
+    let st = running(&s, t(0), "reboot");
+    let p = &PRIOR_POLICY;
+    let first = p.interval_at(ActionType::Reboot, Duration::ZERO, 1.0, 1.0, t(0));
+    let woken = t(first.as_secs() as i64 + 1);
+    // Without an observation time (a restart, a busy cache) a wake-up polls.
+    assert!(matches!(decide(&input(&s, &st, woken, &c)), Next::Track(_)));
+    // Observed at the POST with the budget idle: the poll scheduled then is due at the wake-up.
+    let mut i = input(&s, &st, woken, &c);
+    i.last_observed = Some(t(0));
+    assert!(matches!(decide(&i), Next::Track(_)));
+    // The budget ran low since (a burst of POSTs): the same wake-up waits for the stretched schedule, and says
+    // nothing new.
+    i.budget_factor = 4.0;
+    let stretched = p.interval_at(ActionType::Reboot, Duration::ZERO, 1.0, 4.0, t(0));
+    let u = expect_update(decide(&i));
+    let expected = stretched.as_secs_f64() - (first.as_secs() + 1) as f64;
+    let got = u.requeue.expect("a timer").as_secs_f64();
+    assert!((got - expected).abs() < 0.01, "{got} vs {expected}");
+    assert_eq!(u.status, st);
+    assert!(u.note.is_none());
+    // Once that time comes it polls.
+    let mut i = input(&s, &st, plus(t(0), stretched), &c);
+    i.last_observed = Some(t(0));
+    i.budget_factor = 4.0;
+    assert!(matches!(decide(&i), Next::Track(_)));
+}

@@ -40,6 +40,7 @@ fn input<'a>(
         budget_factor: 1.0,
         polling: &PRIOR_POLICY,
         tracked: false,
+        last_observed: None,
         resolution: Resolution::None,
         config,
     }
